@@ -1,0 +1,160 @@
+"""The broker's socket adapter: a ROUTER and a PUB around :class:`BrokerCore`.
+
+It receives, hands each frame to the core with the time, and sends what the
+core returns. All decisions live in the core; this file only moves bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import zmq
+
+from zchat.core import BrokerConfig, BrokerCore, Output, Publish, Store
+from zchat.protocol import MAX_WIRE_FRAME
+
+log = logging.getLogger("zchat.broker")
+
+DEFAULT_ROUTER = "tcp://*:5555"
+DEFAULT_PUB = "tcp://*:5556"
+
+#: Envelopes handled per wake-up before timers get a turn.
+_DRAIN_BATCH = 1000
+#: Longest sleep in poll, so a stop request is seen promptly.
+_MAX_POLL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class CurveServer:
+    """The broker's CURVE secret key; turns on encryption on both sockets."""
+
+    public: bytes
+    secret: bytes
+    #: ZAP domain; authentication itself is set up by ``zchat.security``.
+    domain: str = "zchat"
+
+
+class Broker:
+    """Bind, serve until :meth:`stop`, then :meth:`close`. One thread only."""
+
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        *,
+        router: str = DEFAULT_ROUTER,
+        pub: str = DEFAULT_PUB,
+        store: Store | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: CurveServer | None = None,
+        pub_hwm: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self._clock = clock
+        self.core = BrokerCore(self.config, store=store, now=clock())
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._curve = curve
+        self._stop = threading.Event()
+        self.router = self._socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_FRAME)
+        self.pub = self._socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, pub_hwm)
+        self.router.bind(router)
+        self.pub.bind(pub)
+        self.router_endpoint: str = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pub_endpoint: str = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+        sock = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self._curve is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+            sock.setsockopt_string(zmq.ZAP_DOMAIN, self._curve.domain)
+        return sock
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return; safe from signal handlers and other threads."""
+        self._stop.set()
+
+    def run(self) -> None:
+        log.info(
+            "broker listening: router %s, pub %s, heartbeat %gs, epoch %s",
+            self.router_endpoint,
+            self.pub_endpoint,
+            self.config.heartbeat,
+            self.core.epoch,
+        )
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        interval = self.core.tick_interval
+        next_tick = self._clock() + interval
+        while not self._stop.is_set():
+            wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
+            if poller.poll(int(wait * 1000)):
+                self._drain()
+            now = self._clock()
+            if now >= next_tick:
+                self._send(self.core.tick(now))
+                self.core.store.flush()
+                next_tick = now + interval
+
+    def _drain(self) -> None:
+        router = self.router
+        core = self.core
+        curve = self._curve is not None
+        now = self._clock()
+        for _ in range(_DRAIN_BATCH):
+            try:
+                peer = router.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            # Per-frame .more is much cheaper than recv_multipart's RCVMORE lookups.
+            frame = router.recv(copy=False) if peer.more else None
+            frames = 1 if frame is not None else 0
+            last = frame
+            while last is not None and last.more:
+                last = router.recv(copy=False)
+                frames += 1
+            key = None
+            if curve and frame is not None:
+                user = frame.get("User-Id")
+                key = user if isinstance(user, str) else None
+            data = frame.bytes if frame is not None else b""
+            self._send(core.receive(peer.bytes, data, now, frames=frames, key=key))
+        core.store.flush()
+
+    def _send(self, outputs: Iterable[Output]) -> None:
+        router = self.router
+        pub = self.pub
+        for output in outputs:
+            if isinstance(output, Publish):
+                pub.send(output.data, zmq.NOBLOCK)
+                continue
+            try:
+                router.send(output.peer, zmq.SNDMORE | zmq.NOBLOCK)
+                router.send(output.data, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                # The peer is gone (EHOSTUNREACH) or not reading (EAGAIN): never wait for it.
+                if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                    raise
+                self.core.counters.drops["reply_unroutable"] += 1
+
+    def close(self, *, farewell: bool = True) -> None:
+        """Publish a ``shutdown`` leave for every session, then close the sockets."""
+        if farewell:
+            self._send(self.core.shutdown(self._clock()))
+            # Give the farewell events a moment on the wire; bounded, never a hang.
+            self.pub.setsockopt(zmq.LINGER, 500)
+        self.router.close(0)
+        self.pub.close()
+        if self._own_context:
+            self.context.term()
