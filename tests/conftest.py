@@ -41,6 +41,7 @@ class BrokerThread:
         self.broker = broker
         self.router = broker.router_endpoint
         self.pub = broker.pub_endpoint
+        self._closed = False
         self._thread = threading.Thread(target=broker.run, name="broker", daemon=True)
         self._thread.start()
 
@@ -49,11 +50,14 @@ class BrokerThread:
         return self.broker.core
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self.broker.stop()
-            self._thread.join(5)
-            assert not self._thread.is_alive(), "broker thread did not stop"
-            self.broker.close()
+        """Stop serving and close the sockets (idempotent): the ports are free after."""
+        if self._closed:
+            return
+        self.broker.stop()
+        self._thread.join(5)
+        assert not self._thread.is_alive(), "broker thread did not stop"
+        self.broker.close()
+        self._closed = True
 
 
 @pytest.fixture
