@@ -44,6 +44,7 @@ from zchat.protocol import (
     sync_topic,
     unpack,
 )
+from zchat.security import HandshakeWatch
 
 log = logging.getLogger("zchat.client")
 
@@ -63,11 +64,13 @@ class ZchatError(Exception):
 
 
 class ConnectTimeout(ZchatError):
-    def __init__(self, router: str, pub: str, timeout: float) -> None:
-        super().__init__(f"no broker answered at {router} (pub {pub}) within {timeout:g}s")
+    def __init__(self, router: str, pub: str, timeout: float, hint: str | None = None) -> None:
+        message = f"no broker answered at {router} (pub {pub}) within {timeout:g}s"
+        super().__init__(f"{message}: {hint}" if hint else message)
         self.router = router
         self.pub = pub
         self.timeout = timeout
+        self.hint = hint
 
 
 class BrokerError(ZchatError):
@@ -228,6 +231,8 @@ class Client:
         # Nothing queues for a broker that is not there: a ping from before an
         # outage must not arrive after it, and unconfirmed messages are resent.
         self._dealer.setsockopt(zmq.IMMEDIATE, 1)
+        # Handshake events turn a bare timeout into "wrong key", "needs CURVE", ...
+        watch = HandshakeWatch(self._dealer)
         self._dealer.connect(self.router)
         self._sender = zmq.Socket.shadow(self._dealer.underlying)
         self._sub = self._socket(zmq.SUB)
@@ -239,9 +244,16 @@ class Client:
         ]
         try:
             await self._register(asyncio.get_running_loop().time() + self.connect_timeout)
+        except ConnectTimeout:
+            hint = watch.diagnose(curve=self._curve is not None)
+            watch.close()
+            await self._teardown()
+            raise ConnectTimeout(self.router, self.pub, self.connect_timeout, hint) from None
         except BaseException:
+            watch.close()
             await self._teardown()
             raise
+        watch.close()
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="zchat-heartbeat"))
         self._notice("status", state="connected", text=f"connected as {self.nick}")
 
@@ -530,6 +542,10 @@ class Client:
             if not history:
                 self._notice("missed", room=state.name, count=before - after - 1)
             return
+        # What is missing is always older than what came back: report it first.
+        missing = reply.get("missing")
+        if not history and isinstance(missing, int) and missing > 0:
+            self._notice("missed", room=state.name, count=missing)
         events = reply.get("events")
         for env in events if isinstance(events, list) else []:
             if isinstance(env, dict) and isinstance(env.get("type"), str):
@@ -541,9 +557,6 @@ class Client:
                     self._track_room_event(state, env)
                     self._emit(Event(env["type"], env))
                     state.seq = seq
-        missing = reply.get("missing")
-        if not history and isinstance(missing, int) and missing > 0:
-            self._notice("missed", room=state.name, count=missing)
 
     def _forget_room(self, name: str) -> None:
         self.rooms.pop(name, None)

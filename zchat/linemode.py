@@ -131,7 +131,7 @@ class LineMode:
             if room == self.room:
                 self.room = next((r for r in client.rooms if r != room), None)
         elif cmd.name == "msg":
-            await client.dm(args[0], args[1])
+            self.show_event(await client.dm(args[0], args[1]))
         elif cmd.name == "nick":
             await client.change_nick(args[0])
         elif cmd.name == "who":

@@ -1,0 +1,357 @@
+"""Rooms, direct messages, presence and history (issue 3), with real sockets and processes."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+from conftest import BrokerThread, ZchatProcess, free_port
+from helpers import until, wait_event
+
+from zchat.client import Client
+from zchat.protocol import split_pub_frame, unpack
+from zchat.store import SqliteStore
+
+
+def client_for(endpoints: BrokerThread | tuple[str, str], nick: str, **kwargs: object) -> Client:
+    router, pub = (
+        (endpoints.router, endpoints.pub) if isinstance(endpoints, BrokerThread) else endpoints
+    )
+    return Client(nick, router=router, pub=pub, **kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- library
+
+
+async def test_three_clients_two_rooms_see_exactly_their_rooms(broker: BrokerThread) -> None:
+    async with (
+        client_for(broker, "Batman", rooms=["gotham"]) as batman,
+        client_for(broker, "Superman", rooms=["metropolis"]) as superman,
+        client_for(broker, "Robin", rooms=["gotham", "metropolis"]) as robin,
+    ):
+        await batman.say("gotham only")
+        await superman.say("metropolis only")
+        await robin.say("to gotham", "gotham")
+        await robin.say("to metropolis", "metropolis")
+        await robin.say("done", "gotham")
+        await robin.say("done", "metropolis")
+        seen: dict[str, list[tuple[str, str]]] = {}
+        for client in (batman, superman, robin):
+            msgs: list[tuple[str, str]] = []
+            while len([m for m in msgs if m[1] == "done"]) < (2 if client is robin else 1):
+                event = await wait_event(client, type="msg")
+                msgs.append((str(event.room), str(event.text)))
+            seen[client.nick] = msgs
+        assert {room for room, _ in seen["Batman"]} == {"gotham"}
+        assert {room for room, _ in seen["Superman"]} == {"metropolis"}
+        assert sorted(seen["Robin"]) == sorted(
+            [
+                ("gotham", "gotham only"),
+                ("metropolis", "metropolis only"),
+                ("gotham", "to gotham"),
+                ("metropolis", "to metropolis"),
+                ("gotham", "done"),
+                ("metropolis", "done"),
+            ]
+        )
+
+
+async def test_join_leave_who_topic_nick_and_action(broker: BrokerThread) -> None:
+    async with client_for(broker, "Batman") as batman, client_for(broker, "Robin") as robin:
+        state = await robin.join("Cave")
+        assert state.name == "cave"
+        assert state.users == ["Robin"]
+        await batman.join("cave")
+        await wait_event(robin, type="join", room="cave", nick="Batman")
+        who = await robin.who("cave")
+        assert who["users"] == ["Robin", "Batman"]
+        await batman.set_topic("Bat business", "cave")
+        await wait_event(robin, type="topic", room="cave", text="Bat business")
+        assert robin.rooms["cave"].topic == "Bat business"
+        await batman.change_nick("Bruce")
+        for room in ("lobby", "cave"):
+            nick = await wait_event(robin, type="nick", room=room)
+            assert (nick.data["old"], nick.data["new"]) == ("Batman", "Bruce")
+        assert batman.nick == "Bruce"
+        assert robin.rooms["cave"].users == ["Robin", "Bruce"]
+        await batman.say("waves", "cave", action=True)
+        action = await wait_event(robin, type="msg", room="cave")
+        assert action.data["action"] is True
+        await robin.leave("cave", "homework")
+        left = await wait_event(batman, type="leave", room="cave")
+        assert (left.nick, left.data["reason"], left.data["message"]) == (
+            "Robin",
+            "part",
+            "homework",
+        )
+        await until(lambda: "cave" not in robin.rooms, what="robin forgets cave")
+
+
+async def test_dm_reaches_only_its_recipient(
+    broker: BrokerThread, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    spy = zctx.socket(zmq.SUB)
+    spy.setsockopt(zmq.LINGER, 0)
+    spy.setsockopt(zmq.SUBSCRIBE, b"")
+    spy.connect(broker.pub)
+    async with (
+        client_for(broker, "Batman") as batman,
+        client_for(broker, "Robin") as robin,
+        client_for(broker, "Joker") as joker,
+    ):
+        confirmation = await batman.dm("robin", "meet at the cave")
+        assert (confirmation.nick, confirmation.data["to"]) == ("Batman", "Robin")
+        dm = await wait_event(robin, type="dm")
+        assert (dm.nick, dm.text) == ("Batman", "meet at the cave")
+        await joker.say("anything?")
+        await wait_event(joker, type="msg", text="anything?")
+        # A reply to joker sent before this one would be ahead of it on the same pipe.
+        await joker.who()
+        joker_events = []
+        with contextlib.suppress(TimeoutError):
+            while (event := await joker.next_event(timeout=0)) is not None:
+                joker_events.append(event)
+    frames = []
+    while spy.poll(100):
+        frames.append(spy.recv())
+    assert frames, "the spy should have seen the room traffic"
+    assert all(b"meet at the cave" not in frame for frame in frames)
+    assert all(e.type != "dm" for e in joker_events)
+
+
+async def test_late_joiner_gets_backlog_then_live_without_duplicate_or_hole(
+    make_broker: Callable[..., BrokerThread],
+) -> None:
+    broker = make_broker(rate_limit=0)
+    async with client_for(broker, "Batman") as batman:
+        for n in range(30):
+            await batman.say(f"old {n}")
+        await wait_event(batman, type="msg", text="old 29")
+        async with client_for(broker, "Robin", backlog=20) as robin:
+            await batman.say("new 0")
+            events = []
+            while True:
+                event = await wait_event(robin, lambda e: e.seq is not None)
+                events.append(event)
+                if event.text == "new 0":
+                    break
+    history = [e for e in events if e.history]
+    live = [e for e in events if not e.history]
+    assert len(history) == 20
+    assert [e.text for e in history][-1] == "old 29"
+    assert live[0].type == "join"
+    assert live[0].nick == "Robin"
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+
+
+class LossyLink:
+    """A forwarder between the broker's PUB and a client's SUB that loses chosen events."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        upstream: str,
+        lose: Callable[[dict[str, object]], bool],
+    ) -> None:
+        self.inbound = ctx.socket(zmq.SUB)
+        self.inbound.setsockopt(zmq.LINGER, 0)
+        self.inbound.setsockopt(zmq.SUBSCRIBE, b"")
+        self.inbound.connect(upstream)
+        self.outbound = ctx.socket(zmq.PUB)
+        self.outbound.setsockopt(zmq.LINGER, 0)
+        self.outbound.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.outbound.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.lose = lose
+        self.lost = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.inbound, zmq.POLLIN)
+        poller.register(self.outbound, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(50):
+                if sock is self.outbound:
+                    continue
+                frame = self.inbound.recv()
+                topic, body = split_pub_frame(frame)
+                if topic.startswith(b"#") and self.lose(unpack(body)):
+                    self.lost += 1
+                    continue
+                self.outbound.send(frame)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.inbound.close(0)
+        self.outbound.close(0)
+
+
+@pytest.fixture
+def lossy(zctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Callable[..., LossyLink]]:
+    links: list[LossyLink] = []
+
+    def make(upstream: str, lose: Callable[[dict[str, object]], bool]) -> LossyLink:
+        link = LossyLink(zctx, upstream, lose)
+        links.append(link)
+        return link
+
+    yield make
+    for link in links:
+        link.close()
+
+
+async def test_a_dropped_range_is_repaired_in_order(
+    broker: BrokerThread, lossy: Callable[..., LossyLink]
+) -> None:
+    link = lossy(broker.pub, lambda env: env.get("text") in {"m2", "m3", "m4"})
+    async with (
+        client_for(broker, "Talker") as talker,
+        client_for((broker.router, link.endpoint), "Listener", backlog=0) as listener,
+    ):
+        for n in range(8):
+            await talker.say(f"m{n}")
+        texts = []
+        while len(texts) < 8:
+            event = await wait_event(listener, lambda e: e.type in {"msg", "missed"})
+            assert event.type == "msg", event
+            texts.append(event.text)
+    assert texts == [f"m{n}" for n in range(8)]
+    assert link.lost == 3
+
+
+async def test_a_range_the_broker_no_longer_has_is_reported_missed(
+    make_broker: Callable[..., BrokerThread], lossy: Callable[..., LossyLink]
+) -> None:
+    broker = make_broker(history=3, rate_limit=0)
+    lost = {f"m{n}" for n in range(1, 9)}
+    link = lossy(broker.pub, lambda env: env.get("text") in lost)
+    async with (
+        client_for(broker, "Talker") as talker,
+        client_for((broker.router, link.endpoint), "Listener", backlog=0) as listener,
+    ):
+        for n in range(10):
+            await talker.say(f"m{n}")
+        await wait_event(listener, type="msg", text="m0")
+        missed = await wait_event(listener, type="missed")
+        assert missed.data["count"] == 6  # m1..m6 evicted; m7, m8 still in history
+        assert missed.room == "lobby"
+        for text in ("m7", "m8", "m9"):
+            await wait_event(listener, type="msg", text=text)
+
+
+async def test_restart_without_db_starts_a_new_epoch_without_false_gaps(
+    make_broker: Callable[..., BrokerThread],
+) -> None:
+    router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    first = make_broker(router=router, pub=pub)
+    async with client_for(first, "Batman") as batman, client_for(first, "Robin") as robin:
+        for n in range(20):
+            await batman.say(f"before {n}")
+        await wait_event(robin, type="msg", text="before 19")
+        old_epoch = robin.epoch
+        first.stop()
+        make_broker(router=router, pub=pub)
+        await wait_event(robin, type="status", state="registered", timeout=10)
+        await wait_event(batman, type="status", state="registered", timeout=10)
+        assert robin.epoch != old_epoch
+        await batman.say("after")
+        event = await wait_event(robin, lambda e: e.type in {"missed"} or e.text == "after")
+        assert event.type == "msg"
+        assert event.seq is not None
+        assert event.seq < 10
+
+
+# ---------------------------------------------------------------- processes
+
+
+@pytest.fixture
+def endpoints() -> tuple[str, str]:
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+
+
+def run_broker(
+    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], *extra: str
+) -> ZchatProcess:
+    router, pub = endpoints
+    return zchat_proc("broker", "--router", router, "--pub", pub, "--heartbeat", "0.2", *extra)
+
+
+def run_client(
+    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], nick: str, *extra: str
+) -> ZchatProcess:
+    router, pub = endpoints
+    return zchat_proc("client", "--nick", nick, "--router", router, "--pub", pub, *extra)
+
+
+def test_cli_slash_commands_in_line_mode(
+    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+) -> None:
+    run_broker(zchat_proc, endpoints)
+    robin = run_client(zchat_proc, endpoints, "Robin", "--json")
+    robin.expect_json(type="join", nick="Robin")
+    batman = run_client(zchat_proc, endpoints, "Batman")
+    batman.expect(r"connected as Batman")
+    batman.send("/join cave")
+    batman.expect(r"now talking in cave")
+    batman.send("/topic Bat business")
+    batman.expect(r"-!- Batman set the topic of cave: Bat business")
+    batman.send("/me waves")
+    batman.expect(r"\* Batman waves$")
+    batman.send("/who")
+    batman.expect(r"-!- cave \(1\): Batman")
+    batman.send("/msg Robin psst")
+    batman.expect(r"-> \*Robin\* psst$")
+    assert robin.expect_json(type="dm")["text"] == "psst"
+    batman.send("/bogus")
+    batman.expect(r"!!! unknown command /bogus")
+    batman.send("//not a command")
+    batman.expect(r"<Batman> /not a command$")
+    batman.send("/nick Bruce")
+    robin.expect_json(type="nick", old="Batman", new="Bruce")
+    batman.send("/leave cave")
+    batman.expect(r"<-- Bruce left cave \(part\)")
+    batman.send("/quit gone fishing")
+    assert batman.wait() == 0
+    leave = robin.expect_json(type="leave", nick="Bruce")
+    assert leave["message"] == "gone fishing"
+
+
+def test_cli_db_keeps_history_topics_and_seq_across_restart(
+    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], tmp_path: object
+) -> None:
+    db = f"{tmp_path}/chat.db"
+    broker = run_broker(zchat_proc, endpoints, "--db", db)
+    batman = run_client(zchat_proc, endpoints, "Batman", "--json")
+    batman.expect_json(type="join", nick="Batman")
+    batman.send("/topic Gotham")
+    batman.expect_json(type="topic", text="Gotham")
+    batman.send("remember me")
+    last = batman.expect_json(type="msg", text="remember me")
+    batman.close_stdin()
+    batman.expect_json(type="leave", nick="Batman")
+    assert batman.wait() == 0
+    broker.signal(2)
+    assert broker.wait() == 0
+    run_broker(zchat_proc, endpoints, "--db", db)
+    robin = run_client(zchat_proc, endpoints, "Robin", "--json")
+    old = robin.expect_json(type="msg", text="remember me")
+    assert old["history"] is True
+    assert old["seq"] == last["seq"]
+    join = robin.expect_json(type="join", nick="Robin")
+    assert join["seq"] > last["seq"]
+    robin.send("/topic")
+    robin.send("new")
+    new = robin.expect_json(type="msg", text="new")
+    assert new["seq"] == join["seq"] + 1
+    store = SqliteStore(db, 500)
+    try:
+        assert store.room_state("lobby") == (new["seq"], "Gotham")
+    finally:
+        store.close()
