@@ -144,7 +144,7 @@ async def test_late_joiner_gets_backlog_then_live_without_duplicate_or_hole(
     assert [e.text for e in history][-1] == "old 29"
     assert live[0].type == "join"
     assert live[0].nick == "Robin"
-    seqs = [e.seq for e in events]
+    seqs = [e.seq or 0 for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
 
 
@@ -217,7 +217,7 @@ async def test_a_dropped_range_is_repaired_in_order(
     ):
         for n in range(8):
             await talker.say(f"m{n}")
-        texts = []
+        texts: list[str | None] = []
         while len(texts) < 8:
             event = await wait_event(listener, lambda e: e.type in {"msg", "missed"})
             assert event.type == "msg", event
