@@ -122,9 +122,18 @@ def test_commands_before_hello_are_not_registered(conv: Conversation) -> None:
     assert reply["code"] == "not_registered"
 
 
-def test_hello_twice_is_an_error(conv: Conversation) -> None:
-    conv.hello(A, "Batman")
-    assert conv.hello(A, "Batman")["code"] == "already_registered"
+def test_hello_again_on_the_same_connection_is_welcomed_without_events(
+    conv: Conversation,
+) -> None:
+    conv.hello(A, "Batman", rooms=["lobby", "dev"])
+    conv.send(A, type="say", room="dev", text="hi")
+    events = len(conv.published)
+    again = conv.hello(A, "batman", rooms=["other"])
+    assert again["type"] == "welcome"
+    assert set(again["rooms"]) == {"lobby", "dev"}
+    assert again["rooms"]["dev"]["seq"] == 2
+    assert len(conv.published) == events
+    assert conv.hello(A, "Robin")["code"] == "already_registered"
 
 
 def test_ping_gets_pong_with_ref(conv: Conversation) -> None:
@@ -514,7 +523,8 @@ def test_no_byte_string_raises_or_corrupts_state(
     for env in conv.events():
         kind = env["type"]
         if kind == "nick":
-            state[(env["room"], env["new"])] += state.pop((env["room"], env["old"]), 0)
+            moved = state.pop((env["room"], env["old"]), 0)
+            state[(env["room"], env["new"])] += moved
         elif kind in ("join", "leave"):
             key = (str(env["room"]), str(env["nick"]))
             state[key] += 1 if kind == "join" else -1

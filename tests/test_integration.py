@@ -282,6 +282,7 @@ def test_cli_broker_restart_clients_come_back(
     batman = start_client(zchat_proc, endpoints, "Batman", "--json")
     robin = start_client(zchat_proc, endpoints, "Robin")
     batman.expect_json(type="join", nick="Robin")
+    robin.expect(r"connected as Robin")
     os.kill(broker.pid, signal.SIGKILL)
     broker.wait()
     start_broker(zchat_proc, endpoints)

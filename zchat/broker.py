@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
 from zchat.core import BrokerConfig, BrokerCore, Output, Publish, Store
 from zchat.protocol import MAX_WIRE_FRAME
+from zchat.security import BrokerAuth, check_refuses_unknown
 
 log = logging.getLogger("zchat.broker")
 
@@ -37,6 +39,8 @@ class CurveServer:
     secret: bytes
     #: ZAP domain; authentication itself is set up by ``zchat.security``.
     domain: str = "zchat"
+    #: Directory of accepted client certificates; None accepts any key (open enrolment).
+    allow: Path | None = None
 
 
 class Broker:
@@ -60,7 +64,14 @@ class Broker:
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._curve = curve
+        self.auth: BrokerAuth | None = None
+        if curve is not None:
+            # Before any socket exists: the handler must answer the first handshake.
+            self.auth = BrokerAuth(self.context, curve.domain, curve.allow)
         self._stop = threading.Event()
+        #: Called after each drained batch with (envelopes, seconds from the first
+        #: receive to the last send); the metrics exporter's latency histogram.
+        self.on_batch: Callable[[int, float], None] | None = None
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_FRAME)
@@ -70,6 +81,12 @@ class Broker:
         self.pub.bind(pub)
         self.router_endpoint: str = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.pub_endpoint: str = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        if curve is not None and curve.allow is not None:
+            try:
+                check_refuses_unknown(self.router_endpoint, curve.public)
+            except BaseException:
+                self.close(farewell=False)
+                raise
 
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         sock = self.context.socket(kind)
@@ -79,6 +96,8 @@ class Broker:
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
             sock.setsockopt_string(zmq.ZAP_DOMAIN, self._curve.domain)
+            # Without a ZAP handler, refuse every handshake instead of accepting any key.
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         return sock
 
     def stop(self) -> None:
@@ -112,25 +131,42 @@ class Broker:
         core = self.core
         curve = self._curve is not None
         now = self._clock()
+        started = time.perf_counter()
+        handled = 0
+        # With a durable store, nothing goes out before it is committed: a broker
+        # killed mid-batch must never hand out again a seq that clients have seen.
+        held: list[Output] | None = [] if core.store.durable else None
         for _ in range(_DRAIN_BATCH):
             try:
-                peer = router.recv(zmq.NOBLOCK, copy=False)
+                peer = router.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            # Per-frame .more is much cheaper than recv_multipart's RCVMORE lookups.
-            frame = router.recv(copy=False) if peer.more else None
-            frames = 1 if frame is not None else 0
+            handled += 1
+            # A ROUTER always has at least one frame after the routing id. Per-frame
+            # .more is much cheaper than recv_multipart's RCVMORE lookups.
+            frame = router.recv(copy=False)
+            frames = 1
             last = frame
-            while last is not None and last.more:
+            while last.more:
                 last = router.recv(copy=False)
                 frames += 1
             key = None
-            if curve and frame is not None:
-                user = frame.get("User-Id")
+            if curve:
+                try:
+                    user = frame.get("User-Id")
+                except zmq.ZMQError:
+                    user = None  # no ZAP verdict attached: the envelope owns no nick
                 key = user if isinstance(user, str) else None
-            data = frame.bytes if frame is not None else b""
-            self._send(core.receive(peer.bytes, data, now, frames=frames, key=key))
+            outputs = core.receive(peer, frame.bytes, now, frames=frames, key=key)
+            if held is None:
+                self._send(outputs)
+            else:
+                held.extend(outputs)
         core.store.flush()
+        if held:
+            self._send(held)
+        if self.on_batch is not None and handled:
+            self.on_batch(handled, time.perf_counter() - started)
 
     def _send(self, outputs: Iterable[Output]) -> None:
         router = self.router
@@ -156,5 +192,8 @@ class Broker:
             self.pub.setsockopt(zmq.LINGER, 500)
         self.router.close(0)
         self.pub.close()
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
         if self._own_context:
             self.context.term()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from zchat.broker import DEFAULT_PUB, DEFAULT_ROUTER, Broker
 from zchat.client import Client, ConnectTimeout, RegistrationError, ZchatError
 from zchat.core import BrokerConfig
 from zchat.protocol import ProtocolError, check_nick
+from zchat.security import SecurityError, client_curve, generate_keypair, load_server
 
 app = typer.Typer(
     name="zchat",
@@ -36,6 +39,33 @@ PubOpt = Annotated[str, typer.Option(envvar="ZCHAT_PUB", help="The broker's PUB 
 LogLevelOpt = Annotated[
     str, typer.Option(envvar="ZCHAT_LOG_LEVEL", help="debug, info, warning or error.")
 ]
+LogFormatOpt = Annotated[
+    str, typer.Option(envvar="ZCHAT_LOG_FORMAT", help="text, or json (one object per line).")
+]
+
+ServerKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="ZCHAT_SERVER_KEY",
+        help="The broker's public key file (NAME.key): turns on CURVE encryption.",
+    ),
+]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="ZCHAT_KEY",
+        help="Your own NAME.key_secret file; default: a pair made on first use"
+        " in $XDG_CONFIG_HOME/zchat (or ~/.config/zchat).",
+    ),
+]
+
+
+def curve_keys(server_key: Path | None, key: Path | None) -> client_lib.CurveKeys | None:
+    """CURVE keys from --server-key/--key, or a clear exit; for every client command."""
+    try:
+        return client_curve(server_key, key)
+    except SecurityError as exc:
+        raise fail(str(exc), 2) from None
 
 
 def fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
@@ -44,15 +74,20 @@ def fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
     return typer.Exit(code)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise fail(f"unknown log level {level!r}", 2)
-    logging.basicConfig(
-        level=numeric,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if log_format not in ("text", "json"):
+        raise fail(f"unknown log format {log_format!r} (text or json)", 2)
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from zchat.ops import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=numeric, handlers=[handler])
 
 
 @app.command()
@@ -83,9 +118,44 @@ def broker(
         int, typer.Option(envvar="ZCHAT_TEXT_LIMIT", min=1, max=60_000, help="Bytes per text.")
     ] = 4096,
     log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="ZCHAT_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar="ZCHAT_METRICS_HOST", help="Address the metrics server binds.")
+    ] = "127.0.0.1",
+    secret_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZCHAT_SECRET_KEY",
+            help="The broker's NAME.key_secret file: CURVE on both sockets.",
+        ),
+    ] = None,
+    allow: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZCHAT_ALLOW",
+            help="Directory of accepted client .key files (SIGHUP re-reads it); default: any key.",
+        ),
+    ] = None,
 ) -> None:
     """Run the broker: a ROUTER for commands and a PUB for room events."""
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
+    curve = None
+    if secret_key is not None:
+        try:
+            curve = load_server(secret_key, allow)
+        except SecurityError as exc:
+            raise fail(str(exc), 2) from None
+    elif allow is not None:
+        raise fail("--allow needs --secret-key (the broker's own key)", 2)
     config = BrokerConfig(
         heartbeat=heartbeat,
         history=history,
@@ -103,19 +173,52 @@ def broker(
         except Exception as exc:
             raise fail(f"cannot open database {db}: {exc}") from None
     try:
-        server = Broker(config, router=router, pub=pub, store=store)
+        server = Broker(config, router=router, pub=pub, store=store, curve=curve)
     except Exception as exc:
         raise fail(f"cannot start the broker: {exc}") from None
+    if curve is not None:
+        logging.getLogger("zchat.broker").info(
+            "CURVE on, public key %s; %s",
+            curve.public.decode(),
+            f"allow list {allow}" if allow is not None else "any client key (open enrolment)",
+        )
+    metrics = None
+    if metrics_port is not None:
+        from zchat.ops import Metrics
+
+        metrics = Metrics(server.core.snapshot)
+        try:
+            bound = metrics.serve(metrics_port, metrics_host)
+        except OSError as exc:
+            server.close(farewell=False)
+            raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
+        server.on_batch = metrics.observe_batch
+        logging.getLogger("zchat.broker").info(
+            "metrics at http://%s:%d/metrics", metrics_host, bound
+        )
 
     def on_signal(signum: int, frame: object) -> None:
         server.stop()
 
+    def on_hangup(signum: int, frame: object) -> None:
+        if server.auth is not None:
+            try:
+                count = server.auth.reload()
+            except SecurityError as exc:
+                logging.getLogger("zchat.broker").error("allow list kept: %s", exc)
+            else:
+                logging.getLogger("zchat.broker").info("allow list: %d keys", count)
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if allow is not None:
+        signal.signal(signal.SIGHUP, on_hangup)
     try:
         server.run()
     finally:
         server.close()
+        if metrics is not None:
+            metrics.close()
         if store is not None:
             store.close()
     logging.getLogger("zchat.broker").info("broker stopped")
@@ -144,15 +247,23 @@ def client(
         int, typer.Option(envvar="ZCHAT_BACKLOG", min=0, max=500, help="History shown on joining.")
     ] = 50,
     log_level: LogLevelOpt = "warning",
+    server_key: ServerKeyOpt = None,
+    key: KeyOpt = None,
 ) -> None:
-    """Chat: stdin lines are said, events are printed (line mode)."""
+    """Chat: full screen on a terminal; else stdin lines are said, events printed."""
     setup_logging(log_level)
     try:
         check_nick(nick)
     except ProtocolError as exc:
         raise fail(f"bad nick {nick!r}: {exc.reason}") from None
     rooms = room or ["lobby"]
-    code = asyncio.run(_run_client(nick, router, pub, rooms, json_mode, connect_timeout, backlog))
+    curve = curve_keys(server_key, key)
+    # Textual hangs on a piped stdin and draws on stderr: full screen only on a terminal.
+    on_terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
+    tui = on_terminal and not (plain or json_mode)
+    code = asyncio.run(
+        _run_client(nick, router, pub, rooms, json_mode, connect_timeout, backlog, curve, tui)
+    )
     raise typer.Exit(code)
 
 
@@ -164,6 +275,8 @@ async def _run_client(
     json_mode: bool,
     connect_timeout: float,
     backlog: int,
+    curve: client_lib.CurveKeys | None = None,
+    tui: bool = False,
 ) -> int:
     from zchat.linemode import LineMode
 
@@ -175,6 +288,7 @@ async def _run_client(
             rooms=rooms,
             connect_timeout=connect_timeout,
             backlog=backlog,
+            curve=curve,
         )
         await chat.connect()
     except RegistrationError as exc:
@@ -186,12 +300,187 @@ async def _run_client(
     except (ZchatError, ProtocolError) as exc:
         typer.echo(f"zchat: {exc}", err=True)
         return EXIT_REFUSED
+    if tui:
+        from zchat.tui import run_tui
+
+        return await run_tui(chat)
     mode = LineMode(chat, json_mode=json_mode)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, mode.stop)
     await mode.run()
     return 0
+
+
+@app.command()
+def stats(
+    router: RouterOpt = client_lib.DEFAULT_ROUTER,
+    json_mode: Annotated[bool, typer.Option("--json", help="One JSON object per reading.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between readings with --watch.")
+    ] = 2.0,
+    timeout: Annotated[
+        float,
+        typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
+    ] = 2.0,
+) -> None:
+    """Ask a running broker for its counters (works without registering)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from zchat.ops import NoAnswer, StatsProbe, stats_json, stats_table
+
+    console = Console()
+    probe = StatsProbe(router, timeout=timeout)
+    live: Live | None = None
+    try:
+        while True:
+            reading = probe.ask()
+            if json_mode:
+                typer.echo(stats_json(reading))
+            elif watch and console.is_terminal:
+                table = stats_table(reading, title=f"zchat broker at {router}")
+                if live is None:
+                    live = Live(table, console=console, auto_refresh=False)
+                    live.start()
+                live.update(table, refresh=True)
+            else:
+                console.print(stats_table(reading, title=f"zchat broker at {router}"))
+            if not watch:
+                break
+            time.sleep(interval)
+    except NoAnswer as exc:
+        raise fail(str(exc), EXIT_NO_BROKER) from None
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how --watch ends
+    finally:
+        if live is not None:
+            live.stop()
+        probe.close()
+
+
+@app.command()
+def bot(
+    nick: Annotated[str, typer.Option(envvar="ZCHAT_NICK", help="The bot's nick.")],
+    say: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A line to say (repeat for more; /me and /topic work). "
+            "From the environment: ZCHAT_SAY, one line per line."
+        ),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(envvar="ZCHAT_SCRIPT", help="File of lines to say (# starts a comment)."),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(envvar="ZCHAT_INTERVAL", min=0, help="Seconds between lines.")
+    ] = 3.0,
+    count: Annotated[
+        int,
+        typer.Option(
+            envvar="ZCHAT_COUNT", min=0, help="Lines to say in all, cycling; 0 = forever."
+        ),
+    ] = 0,
+    delay: Annotated[
+        float, typer.Option(envvar="ZCHAT_DELAY", min=0, help="Seconds before the first line.")
+    ] = 0.0,
+    respond: Annotated[
+        bool,
+        typer.Option(
+            envvar="ZCHAT_RESPOND",
+            help="Answer !time, !who, !echo TEXT and !help in the room (and keep running).",
+        ),
+    ] = False,
+    show: Annotated[
+        str,
+        typer.Option(
+            envvar="ZCHAT_SHOW", help="Print all events, only the bot's own (own), or none."
+        ),
+    ] = "all",
+    room: Annotated[str, typer.Option(envvar="ZCHAT_ROOM", help="The room to talk in.")] = "lobby",
+    router: RouterOpt = client_lib.DEFAULT_ROUTER,
+    pub: PubOpt = client_lib.DEFAULT_PUB,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
+    ] = 5.0,
+    server_key: ServerKeyOpt = None,
+    key: KeyOpt = None,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """A scripted client for demos and tests: says its lines, prints what it sees."""
+    from zchat.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
+
+    setup_logging(log_level)
+    if not say and os.environ.get("ZCHAT_SAY"):
+        say = os.environ["ZCHAT_SAY"].splitlines()
+    try:
+        if say and script is not None:
+            raise BotError("give lines with --say or --script, not both")
+        lines = read_script(script) if script is not None else parse_lines(say or [], "--say")
+        if show not in {s.value for s in Show}:
+            raise BotError(f"--show must be all, own or none, not {show!r}")
+        config = BotConfig(
+            nick,
+            lines,
+            room=room,
+            interval=interval,
+            count=count,
+            delay=delay,
+            respond=respond,
+            show=Show(show),
+            router=router,
+            pub=pub,
+            connect_timeout=connect_timeout,
+            curve=curve_keys(server_key, key),
+        )
+    except BotError as exc:
+        raise fail(str(exc), 2) from None
+    raise typer.Exit(asyncio.run(run_bot(config)))
+
+
+@app.command()
+def ping(
+    router: RouterOpt = client_lib.DEFAULT_ROUTER,
+    timeout: Annotated[
+        float,
+        typer.Option(envvar="ZCHAT_PING_TIMEOUT", min=0.05, help="Seconds to wait for an answer."),
+    ] = 2.0,
+    server_key: ServerKeyOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Exit 0 if a broker answers, 3 if none does within the timeout (a health check).
+
+    The ping is sent unregistered, so a live broker answers "error
+    not_registered": that answer is the proof of life.
+    """
+    from zchat.ping import PingError
+    from zchat.ping import ping as send_ping
+
+    try:
+        reply = send_ping(router, timeout, curve=curve_keys(server_key, key))
+    except PingError as exc:
+        raise fail(str(exc), 2) from None
+    if reply is None:
+        raise fail(f"no broker answered at {router} within {timeout:g}s", EXIT_NO_BROKER)
+    typer.echo(f"zchat: broker at {router} {reply.describe()}")
+
+
+@app.command()
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where to write the pair (made 0700 if new).")],
+    name: Annotated[str, typer.Option(help="File name: NAME.key and NAME.key_secret.")] = "zchat",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
+) -> None:
+    """Write a CURVE keypair as ZeroMQ certificate files; the secret is owner-only."""
+    try:
+        files = generate_keypair(directory, name, force=force)
+    except SecurityError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"public key: {files.public}")
+    typer.echo(f"secret key: {files.secret} (keep it private)")
 
 
 def main() -> None:

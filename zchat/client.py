@@ -33,6 +33,8 @@ import zmq
 import zmq.asyncio
 
 from zchat.protocol import (
+    MAX_REPLY_ARRAY,
+    MAX_REPLY_FRAME,
     VERSION,
     ErrorCode,
     ProtocolError,
@@ -65,8 +67,11 @@ class ZchatError(Exception):
 
 class ConnectTimeout(ZchatError):
     def __init__(self, router: str, pub: str, timeout: float, hint: str | None = None) -> None:
-        message = f"no broker answered at {router} (pub {pub}) within {timeout:g}s"
-        super().__init__(f"{message}: {hint}" if hint else message)
+        if hint:
+            message = f"no session with the broker at {router} within {timeout:g}s: {hint}"
+        else:
+            message = f"no broker answered at {router} (pub {pub}) within {timeout:g}s"
+        super().__init__(message)
         self.router = router
         self.pub = pub
         self.timeout = timeout
@@ -205,8 +210,12 @@ class Client:
         self._last_heard = 0.0
         self._silent = False
         self._registered = asyncio.Event()
+        #: The current registration has its welcome (backlog may still be loading).
+        self._welcomed = False
         self._recovering: asyncio.Task[None] | None = None
         self._closed = False
+        self._finished = False
+        self._closing: asyncio.Task[None] | None = None
         self._left: asyncio.Future[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.dropped_events = 0
@@ -233,16 +242,15 @@ class Client:
         self._dealer.setsockopt(zmq.IMMEDIATE, 1)
         # Handshake events turn a bare timeout into "wrong key", "needs CURVE", ...
         watch = HandshakeWatch(self._dealer)
-        self._dealer.connect(self.router)
-        self._sender = zmq.Socket.shadow(self._dealer.underlying)
-        self._sub = self._socket(zmq.SUB)
-        self._sub.connect(self.pub)
-        self._sub.setsockopt(zmq.SUBSCRIBE, sync_topic(self._token))
-        self._tasks = [
-            asyncio.create_task(self._read_dealer(), name="zchat-dealer"),
-            asyncio.create_task(self._read_sub(), name="zchat-sub"),
-        ]
         try:
+            self._dealer.connect(self.router)
+            self._sender = zmq.Socket.shadow(self._dealer.underlying)
+            self._sub = self._socket(zmq.SUB)
+            self._sub.connect(self.pub)
+            self._tasks = [
+                asyncio.create_task(self._read_dealer(), name="zchat-dealer"),
+                asyncio.create_task(self._read_sub(), name="zchat-sub"),
+            ]
             await self._register(asyncio.get_running_loop().time() + self.connect_timeout)
         except ConnectTimeout:
             hint = watch.diagnose(curve=self._curve is not None)
@@ -287,6 +295,8 @@ class Client:
         self._sender = None
         if self._own_context:
             self._context.term()
+        # Only now: close() may still be waiting for our own leave, an event too.
+        self._finished = True
         self._event_ready.set()
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
@@ -320,7 +330,7 @@ class Client:
         """The next event; None once closed (or ``TimeoutError`` after ``timeout``)."""
         async with asyncio.timeout(timeout):
             while not self._events:
-                if self._closed:
+                if self._finished:
                     return None
                 self._event_ready.clear()
                 await self._event_ready.wait()
@@ -364,6 +374,9 @@ class Client:
     async def join(self, room: str) -> RoomState:
         """Join a room (no-op if already in it); its backlog arrives as events."""
         name = check_room(room)
+        current = self.rooms.get(name)
+        if current is not None and current.held is None and name in self._wanted_rooms:
+            return current
         if name not in self._wanted_rooms:
             self._wanted_rooms.append(name)
         assert self._sub is not None
@@ -448,15 +461,22 @@ class Client:
     # ------------------------------------------------------------ registration
 
     async def _sync(self, deadline: float) -> None:
-        """Round trip to our own SUB: once it returns, every subscription is live."""
+        """Round trip to our own SUB: once it returns, every subscription is live.
+
+        The token's topic is subscribed last, on the same SUB, so seeing it come
+        back proves every subscription made before it has reached the broker.
+        """
+        assert self._sub is not None
         loop = asyncio.get_running_loop()
         ref = next(self._ids)
+        token = secrets.token_hex(8)
         seen: asyncio.Future[None] = loop.create_future()
         self._syncs[ref] = seen
+        self._sub.setsockopt(zmq.SUBSCRIBE, sync_topic(token))
         wait = 0.05
         try:
             while True:
-                self._send({"type": "sync", "token": self._token, "id": ref})
+                self._send({"type": "sync", "token": token, "id": ref})
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise ConnectTimeout(self.router, self.pub, self.connect_timeout)
@@ -466,11 +486,14 @@ class Client:
                 wait = min(wait * 2, 1.0)
         finally:
             self._syncs.pop(ref, None)
+            if self._sub is not None:
+                self._sub.setsockopt(zmq.UNSUBSCRIBE, sync_topic(token))
 
     async def _register(self, deadline: float) -> None:
         assert self._sub is not None
         loop = asyncio.get_running_loop()
         self._registered.clear()
+        self._welcomed = False
         for name in self._wanted_rooms:
             self._sub.setsockopt(zmq.SUBSCRIBE, room_topic(name))
             state = self.rooms.setdefault(name, RoomState(name))
@@ -494,6 +517,7 @@ class Client:
         self.epoch = _opt_str(welcome.get("epoch"))
         self.nick = str(welcome.get("nick", self.nick))
         self._session = _opt_str(welcome.get("session"))
+        self._welcomed = True
         heartbeat = welcome.get("heartbeat")
         if isinstance(heartbeat, int | float) and heartbeat > 0:
             self.heartbeat = float(heartbeat)
@@ -573,7 +597,7 @@ class Client:
             frame = await self._dealer.recv()
             self._heard()
             try:
-                envelope = unpack(frame)
+                envelope = unpack(frame, MAX_REPLY_FRAME, max_array=MAX_REPLY_ARRAY)
             except ProtocolError as exc:
                 log.warning("bad envelope from broker: %s", exc)
                 continue
@@ -596,6 +620,13 @@ class Client:
         if kind == "error":
             if envelope.get("code") == ErrorCode.NOT_REGISTERED:
                 self._start_recovery("the broker does not know us (restarted?)")
+                return
+            if envelope.get("code") == ErrorCode.REPLACED:
+                # Our nick was registered again with our key from elsewhere: coming
+                # back would take it away again, and the two would take turns for ever.
+                self._registered.clear()
+                self._emit(Event(kind, envelope))
+                self._closing = asyncio.create_task(self.close(), name="zchat-replaced")
                 return
             if isinstance(ref, str):
                 self._unconfirmed.pop(ref, None)
@@ -694,7 +725,9 @@ class Client:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
-            if self._registered.is_set():
+            # From the welcome on, even while backlog or a gap repair is still
+            # loading: a slow fetch must not get the new session dropped as silent.
+            if self._registered.is_set() or self._welcomed:
                 self._send({"type": "ping"})
             silence = time.monotonic() - self._last_heard
             if not self._silent and silence > 3 * self.heartbeat:

@@ -115,6 +115,9 @@ class Store(Protocol):
     """Where room state and history live: memory, or SQLite (``zchat.store``)."""
 
     epoch: str
+    #: True if what is appended survives a restart (the broker then commits
+    #: each batch before sending it).
+    durable: bool
 
     def room_state(self, room: str) -> tuple[int, str] | None:
         """(last seq, topic) of a room the store knows, else None."""
@@ -139,11 +142,14 @@ class Store(Protocol):
 class MemoryStore:
     """History in memory: a bounded deque per room, lost on restart."""
 
-    def __init__(self, history: int, epoch: str | None = None) -> None:
+    durable = False
+
+    def __init__(self, history: int, epoch: str | None = None, max_owners: int = 100_000) -> None:
         self.epoch = epoch or secrets.token_hex(8)
         self._history = history
         self._events: dict[str, deque[tuple[int, bytes]]] = {}
-        self._owners: dict[str, str] = {}
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._max_owners = max_owners
 
     def room_state(self, room: str) -> tuple[int, str] | None:
         return None
@@ -170,6 +176,9 @@ class MemoryStore:
 
     def set_owner(self, nick_key: str, key: str) -> None:
         self._owners[nick_key] = key
+        # Every nick ever claimed would otherwise stay in memory: forget the oldest claims.
+        while len(self._owners) > self._max_owners:
+            self._owners.popitem(last=False)
 
     def flush(self) -> None:
         pass
@@ -250,6 +259,9 @@ class BrokerCore:
         )
         self._unreg_tokens = self.config.unregistered_rate
         self._unreg_refilled = now
+        # Rate buckets of ended sessions, by key (or peer without CURVE), so that
+        # bye and hello again does not start a flooder over with a full bucket.
+        self._buckets: OrderedDict[str | bytes, tuple[float, float, float]] = OrderedDict()
         self._handlers: dict[type, Callable[[Session, Any, float, list[Output]], None]] = {
             Say: self._say,
             Ping: self._ping,
@@ -300,8 +312,10 @@ class BrokerCore:
         except ProtocolError as exc:
             if session is not None and command is None and not self._take_token(session, now, out):
                 return out
-            ref = command.id if command is not None else None
-            self._error(peer, session, exc, ref, now, out)
+            ref = command.id if command is not None else exc.ref
+            # An unregistered ping is a health check or a client probing a restarted
+            # broker: expected, so not worth a warning.
+            self._error(peer, session, exc, ref, now, out, quiet=isinstance(command, Ping))
         return out
 
     def tick(self, now: float) -> list[Output]:
@@ -410,12 +424,16 @@ class BrokerCore:
         ref: str | None,
         now: float,
         out: list[Output],
+        *,
+        quiet: bool = False,
     ) -> None:
         self.counters.errors[exc.code] += 1
         count = self.counters.errors[exc.code]
         # A flood of garbage must not become a flood of log lines: log the first
         # few of each code, then every power of two.
-        if count <= 10 or count & (count - 1) == 0:
+        if quiet:
+            log.debug("%s from peer %s: %s", exc.code, peer.hex()[:16], exc.reason)
+        elif count <= 10 or count & (count - 1) == 0:
             who = session.nick if session is not None else f"peer {peer.hex()[:16]}"
             log.warning("%s from %s: %s (%d so far)", exc.code, who, exc.reason, count)
         if session is None and not self._unregistered_allowance(now):
@@ -436,15 +454,26 @@ class BrokerCore:
         self._unreg_tokens -= 1
         return True
 
+    def _refill(
+        self, tokens: float, penalty: float, refilled: float, now: float
+    ) -> tuple[float, float]:
+        """A bucket's (tokens, penalty) at ``now``: both move back at ``rate_limit`` per second."""
+        elapsed = now - refilled
+        rate = self.config.rate_limit
+        return (
+            min(float(self.config.rate_burst), tokens + elapsed * rate),
+            max(0.0, penalty - elapsed * rate),
+        )
+
     def _take_token(self, session: Session, now: float, out: list[Output]) -> bool:
         """Charge one envelope to the session's bucket; False if it is refused."""
         rate = self.config.rate_limit
         if rate <= 0:
             return True
-        elapsed = now - session.refilled
+        session.tokens, session.penalty = self._refill(
+            session.tokens, session.penalty, session.refilled, now
+        )
         session.refilled = now
-        session.tokens = min(float(self.config.rate_burst), session.tokens + elapsed * rate)
-        session.penalty = max(0.0, session.penalty - elapsed * rate)
         if session.tokens >= 1:
             session.tokens -= 1
             return True
@@ -488,6 +517,8 @@ class BrokerCore:
         elif isinstance(command, Stats):
             if self._unregistered_allowance(now):
                 self._stats(None, command, now, out, peer)
+            else:
+                self.counters.drops["stats_rate"] += 1
         elif isinstance(command, Bye):
             self.counters.drops["bye_unregistered"] += 1
         else:
@@ -510,16 +541,45 @@ class BrokerCore:
         current = self._nicks.get(nick_key)
         if current is not None:
             same_owner = key is not None and current.key == key
+            # As bytes: compare_digest raises TypeError on non-ASCII str.
             same_client = hello.resume is not None and secrets.compare_digest(
-                hello.resume, current.resume
+                hello.resume.encode(), current.resume.encode()
             )
             if not (same_owner or same_client):
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} is in use")
         elif len(self._sessions) >= cfg.max_clients:
             raise ProtocolError(ErrorCode.FULL, "the broker is full", limit=cfg.max_clients)
+        ident = key if key is not None else peer
+        bucket = self._buckets.get(ident)
         if current is not None:
+            bucket = (current.tokens, current.penalty, current.refilled)
+        tokens, penalty = float(cfg.rate_burst), 0.0
+        if bucket is not None and cfg.rate_limit > 0:
+            # Coming back soon after a session ended: charge the joins it publishes
+            # (up to a whole burst), so bye and hello again is no way around the limit.
+            tokens, penalty = self._refill(*bucket, now)
+            cost = min(1 + len(hello.rooms), cfg.rate_burst)
+            if tokens < cost:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "registering too often", limit=cfg.rate_limit
+                )
+            tokens -= cost
+        if current is not None:
+            # Tell the old connection, if it is still there, so that it does not
+            # register again and take the nick back, and so on for ever.
+            self._reply(
+                current.peer,
+                {
+                    "type": "error",
+                    "code": str(ErrorCode.REPLACED),
+                    "reason": f"{current.nick} was registered again from another connection",
+                },
+                out,
+            )
             self._drop(current, LeaveReason.REPLACED, None, now, out)
         session = Session(peer, hello.nick, key, self._new_token(), now, cfg.rate_burst)
+        session.tokens, session.penalty = tokens, penalty
+        self._buckets.pop(ident, None)
         orphan = self._orphan_ids.pop(nick_key, None)
         if orphan is not None:
             session.recent = orphan[1]
@@ -529,37 +589,43 @@ class BrokerCore:
         self._nicks[nick_key] = session
         self.counters.registrations += 1
         log.info("%s registered (rooms: %s)", session.nick, ", ".join(hello.rooms) or "none")
-        rooms = {}
         for name in hello.rooms:
-            room = self._enter(session, name, now, out)
-            rooms[name] = room.info()
-        self._reply(
-            peer,
-            {
-                "type": "welcome",
-                "v": VERSION,
-                "nick": session.nick,
-                "heartbeat": cfg.heartbeat,
-                "epoch": self.epoch,
-                "session": session.resume,
-                "rooms": rooms,
-                "limits": {
-                    "text": cfg.text_limit,
-                    "frame": MAX_FRAME,
-                    "nick": MAX_NICK,
-                    "room": MAX_ROOM,
-                    "rooms": cfg.max_rooms_per_session,
-                    "history": min(cfg.history, MAX_HISTORY_LIMIT),
-                    "rate": cfg.rate_limit,
-                    "burst": cfg.rate_burst,
-                },
-                **({"re": hello.id} if hello.id is not None else {}),
+            self._enter(session, name, now, out)
+        self._welcome(session, hello.id, out)
+
+    def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
+        cfg = self.config
+        envelope: dict[str, Any] = {
+            "type": "welcome",
+            "v": VERSION,
+            "nick": session.nick,
+            "heartbeat": cfg.heartbeat,
+            "epoch": self.epoch,
+            "session": session.resume,
+            "rooms": {name: room.info() for name, room in session.rooms.items()},
+            "limits": {
+                "text": cfg.text_limit,
+                "frame": MAX_FRAME,
+                "nick": MAX_NICK,
+                "room": MAX_ROOM,
+                "rooms": cfg.max_rooms_per_session,
+                "history": min(cfg.history, MAX_HISTORY_LIMIT),
+                "rate": cfg.rate_limit,
+                "burst": cfg.rate_burst,
             },
-            out,
-        )
+        }
+        if ref is not None:
+            envelope["re"] = ref
+        self._reply(session.peer, envelope, out)
 
     def _hello_again(self, session: Session, hello: Hello, now: float, out: list[Output]) -> None:
-        raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"already registered as {session.nick}")
+        # A client that thought the broker was gone (it was only slow) says hello
+        # again on the same connection: welcome it to the session it still has.
+        if fold(hello.nick) != session.nick_key:
+            raise ProtocolError(
+                ErrorCode.ALREADY_REGISTERED, f"already registered as {session.nick}"
+            )
+        self._welcome(session, hello.id, out)
 
     def _drop(
         self,
@@ -574,6 +640,12 @@ class BrokerCore:
         del self._sessions[session.peer]
         del self._nicks[session.nick_key]
         self.counters.leaves[reason] += 1
+        if self.config.rate_limit > 0:
+            ident = session.key if session.key is not None else session.peer
+            self._buckets[ident] = (session.tokens, session.penalty, session.refilled)
+            self._buckets.move_to_end(ident)
+            while len(self._buckets) > self.config.max_clients:
+                self._buckets.popitem(last=False)
         log.info("%s left (%s)", session.nick, reason)
         if reason is not LeaveReason.QUIT and session.recent:
             # The client may come back and resend what it thinks was lost.
@@ -703,7 +775,11 @@ class BrokerCore:
         self._reply(peer, envelope, out)
 
     def _who(self, session: Session, who: Who, now: float, out: list[Output]) -> None:
-        room = self._rooms.get(who.room) or Room(who.room)
+        room = self._rooms.get(who.room)
+        if room is None:
+            # Not in memory (empty, or evicted): a durable store may still know it.
+            state = self.store.room_state(who.room)
+            room = Room(who.room, *state) if state else Room(who.room)
         self._room_reply(session.peer, room, who.id, out)
 
     def _topic(self, session: Session, topic: Topic, now: float, out: list[Output]) -> None:
@@ -731,6 +807,9 @@ class BrokerCore:
         if owner is not None and owner != session.key:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} belongs to another key")
         old = session.nick
+        if nick.nick == old:
+            self._reply(session.peer, self._nick_reply(old, now, nick.id), out)
+            return
         del self._nicks[session.nick_key]
         session.nick = nick.nick
         session.nick_key = new_key
@@ -743,10 +822,16 @@ class BrokerCore:
                 {"type": "nick", "room": room.name, "old": old, "new": nick.nick, "ts": now},
                 out,
             )
-        envelope: dict[str, Any] = {"type": "nick", "old": old, "new": nick.nick, "ts": now}
-        if nick.id is not None:
-            envelope["re"] = nick.id
-        self._reply(session.peer, envelope, out)
+        self._reply(session.peer, self._nick_reply(old, now, nick.id, nick.nick), out)
+
+    @staticmethod
+    def _nick_reply(
+        old: str, now: float, ref: str | None, new: str | None = None
+    ) -> dict[str, Any]:
+        envelope: dict[str, Any] = {"type": "nick", "old": old, "new": new or old, "ts": now}
+        if ref is not None:
+            envelope["re"] = ref
+        return envelope
 
     def _dm(self, session: Session, dm: Dm, now: float, out: list[Output]) -> None:
         target = self._nicks.get(fold(dm.to))

@@ -93,6 +93,8 @@ class LineMode:
     async def _print_events(self) -> None:
         async for event in self.client.events():
             self.show_event(event)
+        # The client closed itself (replaced by another connection): nothing more to do.
+        self.stop()
 
     async def handle(self, line: str) -> bool:
         """Act on one typed line; False when the user asked to quit."""

@@ -24,8 +24,12 @@ CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
 
 
 class SqliteStore:
+    durable = True
+
     def __init__(self, path: Path | str, history: int) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        # One thread at a time, but not always the one that opened it (a broker
+        # built in one thread may serve in another).
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)

@@ -7,8 +7,10 @@ UI never parses it as markup. :func:`format_event` is line mode's rendering.
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
+import zlib
 from typing import Final
 
 from zchat.client import Event
@@ -91,3 +93,35 @@ def format_event(
     if kind == "missed":
         return f"-!- {data.get('count', '?')} messages missed in {clean(where or '?')}"
     return None
+
+
+#: Nick colours that read well on a dark background.
+NICK_COLOURS: Final = (
+    "#e06c75",
+    "#98c379",
+    "#e5c07b",
+    "#61afef",
+    "#c678dd",
+    "#56b6c2",
+    "#d19a66",
+    "#ff79c6",
+    "#8be9fd",
+    "#50fa7b",
+    "#bd93f9",
+    "#f78c6c",
+)
+
+
+def nick_colour(nick: str) -> str:
+    """A colour for ``nick`` that is the same in every session and on every machine."""
+    # crc32, not hash(): str hashes are salted per process.
+    key = unicodedata.normalize("NFKC", nick).casefold()
+    return NICK_COLOURS[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(NICK_COLOURS)]
+
+
+def mention_spans(text: str, nick: str) -> list[tuple[int, int]]:
+    """Where ``text`` names ``nick`` as a whole word (any case): (start, end) pairs."""
+    if not nick:
+        return []
+    pattern = re.compile(rf"(?<!\w){re.escape(nick)}(?!\w)", re.IGNORECASE)
+    return [match.span() for match in pattern.finditer(text)]

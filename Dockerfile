@@ -1,0 +1,27 @@
+# The zchat image: the broker, the bots and the client all run from it.
+#   docker build -t zchat:local .      (docker compose up builds it too)
+FROM python:3.12-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# Only what the package needs (README.md is its long description): a change
+# to the tests keeps the build cache.
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY zchat ./zchat
+RUN pip install . \
+    && rm -rf /src \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin zchat
+
+USER zchat
+WORKDIR /home/zchat
+# The broker's ROUTER (commands) and PUB (room events).
+EXPOSE 5555 5556
+# zchat handles SIGTERM itself (a quick `docker compose down`); compose adds
+# `init: true` as well, so an init process forwards signals and reaps.
+ENTRYPOINT ["zchat"]
+CMD ["--help"]

@@ -1,0 +1,301 @@
+"""``python -m benchmarks``: plan the runs, interleave the repetitions, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmarks import fanout, latency, peers, report, scale
+from benchmarks.common import BenchError, machine, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+FANOUT_SETUPS: dict[str, fanout.SetupFn] = {
+    "pyzmq": fanout.setup_pyzmq,
+    "zchat": fanout.setup_zchat,
+    "threaded": peers.setup_threaded,
+    "redis": peers.setup_redis,
+    "nats": peers.setup_nats,
+}
+PEERS = ("threaded", "redis", "nats")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One measurement, repeated ``reps`` times, interleaved with all the others."""
+
+    suite: str
+    system: str
+    param: float
+    label: str
+    call: Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    reps: int
+    fanout_subs: tuple[int, ...]
+    peer_subs: tuple[int, ...]
+    deliveries: int
+    max_messages: int
+    rates: tuple[float, ...]
+    durations: dict[float, float]
+    idle: int
+    scale_clients: tuple[int, ...]
+    window: float
+
+
+FULL = Plan(
+    reps=5,
+    fanout_subs=(1, 10, 100),
+    peer_subs=(1, 10, 100),
+    deliveries=600_000,
+    max_messages=100_000,
+    rates=(100, 1000, 10_000),
+    durations={100: 5.0, 1000: 3.0, 10_000: 2.0},
+    idle=100,
+    scale_clients=(1000, 10_000),
+    window=5.0,
+)
+QUICK = Plan(
+    reps=1,
+    fanout_subs=(1, 10, 100),
+    peer_subs=(10,),
+    deliveries=20_000,
+    max_messages=5_000,
+    rates=(1000,),
+    durations={1000: 1.0},
+    idle=100,
+    scale_clients=(300,),
+    window=1.0,
+)
+
+
+def messages(plan: Plan, subscribers: int) -> int:
+    return max(100, min(plan.max_messages, plan.deliveries // subscribers))
+
+
+def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
+    found: list[Task] = []
+    if "fanout" in suites:
+        systems = ["pyzmq", "zchat"]
+        for peer in PEERS:
+            why = peers.missing(peer)
+            if why is None:
+                systems.append(peer)
+            else:
+                notes.append(f"{peer} skipped: {why}")
+        for subs in sorted(set(plan.fanout_subs) | set(plan.peer_subs)):
+            n = messages(plan, subs)
+            for system in systems:
+                wanted = plan.fanout_subs if system in ("pyzmq", "zchat") else plan.peer_subs
+                if subs not in wanted:
+                    continue
+                setup = FANOUT_SETUPS[system]
+                found.append(
+                    Task(
+                        "fanout",
+                        system,
+                        subs,
+                        f"fan-out {system}, {subs} subscribers",
+                        lambda setup=setup, subs=subs, n=n: fanout.run(setup, subs, n),  # type: ignore[misc]
+                    )
+                )
+    if "latency" in suites:
+        for rate in plan.rates:
+            duration = plan.durations[rate]
+            for system in ("echo", "zchat"):
+                found.append(
+                    Task(
+                        "latency",
+                        system,
+                        rate,
+                        f"latency {system}, {rate:g} msg/s",
+                        lambda s=system, r=rate, d=duration: latency.run(s, r, d, plan.idle),  # type: ignore[misc]
+                    )
+                )
+    if "scale" in suites:
+        for clients in plan.scale_clients:
+            found.append(
+                Task(
+                    "scale",
+                    "zchat",
+                    clients,
+                    f"scale, {clients} idle clients",
+                    lambda c=clients: scale.run(c, plan.window),  # type: ignore[misc]
+                )
+            )
+    return found
+
+
+def measure(
+    todo: list[Task], reps: int, console: Console
+) -> dict[tuple[str, str, float], list[dict[str, Any]]]:
+    runs: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("starting", total=len(todo) * reps)
+        # Interleaved: every system once per repetition, so noise hits all alike.
+        for rep in range(reps):
+            for task in todo:
+                progress.update(bar, description=f"rep {rep + 1}/{reps}: {task.label}")
+                try:
+                    result = task.call()
+                    result["rep"] = rep
+                except BenchError as exc:
+                    result = {"rep": rep, "error": str(exc)}
+                    console.print(f"[yellow]{task.label}: {exc}")
+                except Exception as exc:
+                    result = {"rep": rep, "error": f"{type(exc).__name__}: {exc}"}
+                    console.print(f"[red]{task.label}: {traceback.format_exc()}")
+                runs.setdefault((task.suite, task.system, task.param), []).append(result)
+                progress.advance(bar)
+    return runs
+
+
+def per_rep_ratio(
+    top: list[dict[str, Any]], bottom: list[dict[str, Any]], key: str
+) -> dict[str, Any]:
+    """Ratio of two systems' ``key``, repetition by repetition, then summarised."""
+    values = []
+    by_rep = {r["rep"]: r for r in bottom if key in r and r[key]}
+    for r in top:
+        other = by_rep.get(r["rep"])
+        if other is not None and key in r:
+            values.append(r[key] / other[key])
+    return summary(values)
+
+
+def summarise(
+    runs: dict[tuple[str, str, float], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"fanout": {}, "latency": {}, "scale": {}, "ratios": {}}
+    for (suite, system, param), results in runs.items():
+        good = [r for r in results if "error" not in r]
+        entry: dict[str, Any] = {"errors": [r["error"] for r in results if "error" in r]}
+        if suite == "fanout":
+            entry["deliveries_per_s"] = summary([r["deliveries_per_s"] for r in good])
+            entry["server_us_per_delivery"] = summary(
+                [r["server_us_per_delivery"] for r in good if r["server_us_per_delivery"]]
+            )
+            entry["dropped"] = sum(r["dropped"] for r in good)
+            entry["messages"] = good[0]["messages"] if good else None
+            out["fanout"].setdefault(system, {})[str(int(param))] = entry
+        elif suite == "latency":
+            for key in ("p50_us", "p99_us", "p99.9_us", "max_us", "achieved_rate"):
+                entry[key] = summary([r[key] for r in good])
+            entry["samples"] = sum(r["samples"] for r in good)
+            entry["lost"] = sum(r["lost"] for r in good)
+            out["latency"].setdefault(system, {})[str(int(param))] = entry
+        else:
+            for key in (
+                "register_seconds",
+                "registrations_per_s",
+                "rss_per_client_kb",
+                "idle_cpu_percent",
+                "sessions_after",
+            ):
+                entry[key] = summary([r[key] for r in good])
+            entry["refused"] = sum(r["refused"] for r in good)
+            out["scale"][str(int(param))] = entry
+    ratios = out["ratios"]
+    for (suite, system, param), results in runs.items():
+        if suite == "fanout" and system == "zchat":
+            key = str(int(param))
+            for other in ("pyzmq", *PEERS):
+                reference = runs.get(("fanout", other, param))
+                if reference:
+                    ratios.setdefault(f"fanout_vs_{other}", {})[key] = per_rep_ratio(
+                        results, reference, "deliveries_per_s"
+                    )
+        if suite == "latency" and system == "zchat":
+            reference = runs.get(("latency", "echo", param))
+            if reference:
+                for pct in ("p50_us", "p99_us", "p99.9_us"):
+                    ratios.setdefault(f"latency_{pct}_vs_echo", {})[str(int(param))] = (
+                        per_rep_ratio(results, reference, pct)
+                    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run, under a minute")
+    parser.add_argument("--reps", type=int, help="repetitions (default 5, quick 1)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("fanout", "latency", "scale"),
+        help="run only this suite (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, help="JSON results file")
+    parser.add_argument(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write plots and the table into docs/ (default: yes unless --quick)",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    reps = args.reps or plan.reps
+    if reps < 1:
+        parser.error("--reps must be at least 1")
+    suites = set(args.only or ("fanout", "latency", "scale"))
+    out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
+    docs = (not args.quick) if args.docs is None else args.docs
+    console = Console(stderr=True)
+    notes: list[str] = []
+    todo = tasks(plan, suites, notes)
+    for note in notes:
+        console.print(f"[yellow]{note}")
+    command = "python -m benchmarks" + (" " + shlex.join(argv) if argv else "")
+    started = time.time()
+    info = machine()
+    runs = measure(todo, reps, console)
+    results: dict[str, Any] = {
+        "command": command,
+        "quick": args.quick,
+        "reps": reps,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "seconds": time.time() - started,
+        "machine": info,
+        "peers": peers.versions(),
+        "notes": notes,
+        "idle": plan.idle,
+        **summarise(runs),
+        "raw": [
+            {"suite": s, "system": n, "param": p, "runs": r} for (s, n, p), r in runs.items()
+        ],
+    }
+    results["targets"] = report.targets(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    report.print_summary(results, console)
+    console.print(f"results: {out}")
+    if docs:
+        for written in report.write_docs(results, ROOT / "docs"):
+            console.print(f"wrote {written}")
+    failed = sum(1 for r in results["raw"] for x in r["runs"] if "error" in x)
+    return 1 if failed and args.quick else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

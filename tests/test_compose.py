@@ -1,0 +1,241 @@
+"""docker-compose.yml, proven without a Docker engine.
+
+The file is read as Compose would read it, then every default service's
+``command`` runs as ``python -m zchat <command>`` (the image's entrypoint is
+``zchat``) with the service's ``environment``: the broker's service name and
+wildcard binds become 127.0.0.1 and each port a free one. The bots'
+conversation must reach a listening client, and the healthcheck, as written,
+must pass. That tests the demo's commands, options and environment, not just
+its syntax (``docker-compose config -q`` in CI checks that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, ZchatProcess, free_port
+
+from zchat.bot import parse_lines
+from zchat.commands import Chat
+
+COMPOSE = ROOT / "docker-compose.yml"
+IMAGE = "zchat:local"
+ENDPOINT = re.compile(r"tcp://([^:/\s]+):(\d+)")
+LOCAL_HOSTS = {"*", "0.0.0.0", "127.0.0.1", "localhost"}
+TRUE = {"1", "true", "yes", "on"}
+
+
+def load() -> dict[str, Any]:
+    spec = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(spec, dict)
+    return spec
+
+
+def interpolate(value: str) -> str:
+    """Compose's variable syntax, with an empty environment (defaults apply)."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        assert match.group(1), f"unsupported variable syntax in {value!r}"
+        return match.group(3) or ""
+
+    return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$", sub, value)
+
+
+def services(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = spec["services"]
+    assert isinstance(out, dict)
+    return out
+
+
+def default_services(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a plain ``docker compose up`` starts: every service without a profile."""
+    return {name: svc for name, svc in services(spec).items() if not svc.get("profiles")}
+
+
+def command(svc: dict[str, Any]) -> list[str]:
+    raw = svc.get("command", [])
+    args = shlex.split(raw) if isinstance(raw, str) else [str(a) for a in raw]
+    return [interpolate(a) for a in args]
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str]:
+    raw = svc.get("environment", {})
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw)
+    return {str(k): interpolate("" if v is None else str(v)) for k, v in raw.items()}
+
+
+@dataclass
+class Localiser:
+    """Turns the file's endpoints into local ones: same port, same free port."""
+
+    hosts: set[str]
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, text: str) -> str:
+        def sub(match: re.Match[str]) -> str:
+            host, port = match.groups()
+            assert host in self.hosts, f"{text!r}: host {host!r} is no service of this file"
+            if port not in self.ports:
+                self.ports[port] = free_port()
+            return f"tcp://127.0.0.1:{self.ports[port]}"
+
+        return ENDPOINT.sub(sub, text)
+
+    def env(self, svc: dict[str, Any]) -> dict[str, str]:
+        return {key: self(value) for key, value in environment(svc).items()}
+
+
+def said(nick: str, text: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event.get("nick") == nick and event.get("text") == text
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the file configures the services: no ZCHAT_* from the test's environment."""
+    for key in list(os.environ):
+        if key.startswith("ZCHAT_"):
+            monkeypatch.delenv(key)
+
+
+# ---------------------------------------------------------------- the file itself
+
+
+def test_compose_file_shape() -> None:
+    spec = load()
+    assert "name" not in spec, "docker-compose 1.29 rejects a top-level name"
+    every = services(spec)
+    defaults = default_services(spec)
+    builders = [name for name, svc in every.items() if "build" in svc]
+    assert builders == ["broker"], "one service builds the image"
+    for name, svc in every.items():
+        assert svc.get("image") == IMAGE, f"{name} reuses the one image"
+        assert svc.get("init") is True, f"{name}: an init forwards SIGTERM"
+        assert "start_interval" not in svc.get("healthcheck", {}), "1.29 rejects it"
+        assert len(command(svc)) == 1, f"{name}: configured by environment only"
+        if name != "broker":
+            assert svc.get("pull_policy") == "never", f"{name}: the image is built, not pulled"
+            assert svc["depends_on"] == {"broker": {"condition": "service_healthy"}}
+    assert {"batman", "superman", "robin"} <= set(defaults)
+    bots = [svc for svc in defaults.values() if command(svc) == ["bot"]]
+    assert len(bots) >= 3
+    assert any(environment(svc).get("ZCHAT_RESPOND", "").lower() in TRUE for svc in bots)
+    client = every["client"]
+    assert client.get("profiles"), "the interactive client is not started by `up`"
+    assert command(client) == ["client"]
+    assert client.get("stdin_open") is True
+    assert client.get("tty") is True
+    assert "ZCHAT_NICK" in environment(client)
+    health = every["broker"]["healthcheck"]["test"]
+    assert health[:3] == ["CMD", "zchat", "ping"]
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_accepts_the_file() -> None:
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- the services, run
+
+
+def test_default_services_hold_a_conversation(
+    zchat_proc: Callable[..., ZchatProcess], clean_env: None
+) -> None:
+    spec = load()
+    defaults = default_services(spec)
+    local = Localiser(LOCAL_HOSTS | set(defaults))
+    procs: dict[str, ZchatProcess] = {}
+
+    # The broker first, as its dependants wait for it to be healthy.
+    broker = defaults["broker"]
+    procs["broker"] = zchat_proc(*command(broker), env=local.env(broker))
+    check = broker["healthcheck"]
+    test = [local(interpolate(str(arg))) for arg in check["test"]]
+    assert test[:2] == ["CMD", "zchat"]
+    failures: list[list[str]] = []
+    # Compose would try `retries` times; a few tries show a broker that starts.
+    for _ in range(min(int(check.get("retries", 3)), 3)):
+        probe = zchat_proc(*test[2:], env=local.env(broker))
+        if probe.wait(timeout=30) == 0:
+            break
+        failures.append(probe.stderr_lines)
+    else:
+        pytest.fail(f"the healthcheck never passed: {failures}")
+
+    # A listener on the bots' endpoints, then every other default service.
+    bots = {name: svc for name, svc in defaults.items() if name != "broker"}
+    some_bot = local.env(next(iter(bots.values())))
+    listener = zchat_proc(
+        "client",
+        "--json",
+        env={
+            "ZCHAT_NICK": "Listener",
+            "ZCHAT_ROUTER": some_bot["ZCHAT_ROUTER"],
+            "ZCHAT_PUB": some_bot["ZCHAT_PUB"],
+        },
+    )
+    listener.expect_json(type="status", state="connected")
+    for name, svc in bots.items():
+        procs[name] = zchat_proc(*command(svc), env=local.env(svc))
+
+    # Each bot's first line reaches the listener; a command gets its answer.
+    wanted: dict[str, Callable[[dict[str, Any]], bool]] = {}
+    responders = []
+    first_command: tuple[str, str, str] | None = None
+    for name, svc in bots.items():
+        env = environment(svc)
+        nick = env["ZCHAT_NICK"]
+        lines = parse_lines(env["ZCHAT_SAY"].splitlines(), "ZCHAT_SAY")
+        first = lines[0]
+        assert isinstance(first, Chat)
+        wanted[f"{nick}'s first line"] = said(nick, first.text)
+        if env.get("ZCHAT_RESPOND", "").lower() in TRUE:
+            responders.append(nick)
+        elif first.text.startswith("!") and first_command is None:
+            first_command = (name, nick, first.text)
+    assert responders, "no bot answers"
+    assert first_command is not None, "no bot opens with a !command for the responder"
+    asking, asker, question = first_command
+    wanted[f"an answer to {asker}'s {question}"] = lambda e: (
+        e.get("nick") in responders and str(e.get("text", "")).startswith(f"{asker}: ")
+    )
+    missing = dict(wanted)
+
+    def progress(line: str) -> bool:
+        event = json.loads(line)
+        if event.get("type") == "msg":
+            for what, match in list(missing.items()):
+                if match(event):
+                    del missing[what]
+        return not missing
+
+    listener.expect(progress, timeout=40)
+
+    # What `docker compose up` shows: each bot prints its own lines.
+    procs[asking].expect(re.escape(f"<{asker}> {question}"))
+
+    # `docker compose down`: SIGTERM, and every service leaves at once with 0.
+    for name in [*bots, "broker"]:
+        procs[name].signal(signal.SIGTERM)
+        assert procs[name].wait(timeout=10) == 0, (name, procs[name].stderr_lines[-5:])

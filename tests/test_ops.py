@@ -1,0 +1,256 @@
+"""Operations tooling: ``zchat stats``, Prometheus metrics, JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from conftest import BrokerThread, ZchatProcess, free_port
+from helpers import wait_event
+from prometheus_client import generate_latest
+from rich.console import Console
+
+from zchat.client import Client
+from zchat.core import BrokerCore
+from zchat.ops import JsonFormatter, Metrics, NoAnswer, StatsProbe, stats_json, stats_table
+from zchat.protocol import pack
+
+HOSTILE = "\x1b[31mred\x1b]0;title\x07"
+
+
+def render(table: object) -> str:
+    console = Console(file=io.StringIO(), width=100, color_system=None, force_terminal=False)
+    console.print(table)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(out, str)
+    return out
+
+
+def wait_for_line(lines: list[str], needle: str, timeout: float = 10.0) -> str:
+    """The first line containing ``needle`` in a list a reader thread fills."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(lines):
+            if needle in line:
+                return line
+        time.sleep(0.02)
+    pytest.fail(f"no line with {needle!r} within {timeout}s; saw {lines[-20:]}")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_table_shows_every_counter_and_keeps_broker_strings_inert() -> None:
+    core = BrokerCore()
+    core.receive(b"p1", pack({"type": "hello", "v": 1, "nick": "ann"}), 1.0)
+    core.receive(b"p1", pack({"type": "say", "room": "lobby", "text": "hi"}), 1.0)
+    core.receive(b"p2", b"\xc1garbage", 1.0)
+    snap = {"type": "stats", **core.snapshot()}
+    snap["drops"] = {HOSTILE: 3}
+    out = render(stats_table(snap))
+    for label in ("sessions", "rooms", "envelopes in", "messages", "events published"):
+        assert label in out
+    assert "errors: bad_envelope" in out
+    assert "leaves" in out
+    assert "rate-limited" in out
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "^[[31mred" in out
+
+
+def test_stats_json_is_one_line_with_rate_limited() -> None:
+    snap = {"type": "stats", "re": "x", "sessions": 2, "errors": {"rate_limited": 7}}
+    line = stats_json(snap)
+    assert "\n" not in line
+    body = json.loads(line)
+    assert body["rate_limited"] == 7
+    assert body["sessions"] == 2
+    assert "type" not in body
+    assert "re" not in body
+
+
+def test_json_formatter_writes_one_object_per_record() -> None:
+    record = logging.LogRecord(
+        "zchat.broker", logging.WARNING, __file__, 1, "%s joined", (HOSTILE,), None
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "warning"
+    assert entry["logger"] == "zchat.broker"
+    assert entry["message"] == f"{HOSTILE} joined"
+    assert entry["ts"].endswith("Z")
+
+
+def test_json_formatter_includes_the_exception() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    entry = json.loads(JsonFormatter().format(record))
+    assert "ValueError: boom" in entry["exc"]
+
+
+def test_collector_reads_the_core_snapshot() -> None:
+    core = BrokerCore()
+    metrics = Metrics(core.snapshot)
+    core.receive(b"p1", pack({"type": "hello", "v": 1, "nick": "ann"}), 1.0)
+    core.receive(b"p1", pack({"type": "say", "room": "lobby", "text": "hi"}), 1.0)
+    core.receive(b"p2", pack({"type": "say", "room": "lobby", "text": "hi"}), 1.0)
+    metrics.observe_batch(3, 0.0004)
+    text = generate_latest(metrics.registry).decode()
+    assert "zchat_sessions 1.0" in text
+    assert "zchat_messages_total 1.0" in text
+    assert 'zchat_errors_total{code="not_registered"} 1.0' in text
+    assert "zchat_batch_seconds_count 1.0" in text
+    assert 'zchat_batch_seconds_bucket{le="0.0005"} 1.0' in text
+
+
+def test_collector_survives_a_table_changing_under_it() -> None:
+    calls = 0
+
+    def flaky() -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return {"sessions": 4}
+
+    text = generate_latest(Metrics(flaky).registry).decode()
+    assert "zchat_sessions 4.0" in text
+
+
+# ---------------------------------------------------------------- against brokers
+
+
+def test_probe_gets_stats_without_registering(broker: BrokerThread) -> None:
+    probe = StatsProbe(broker.router, timeout=5.0)
+    try:
+        first = probe.ask()
+        second = probe.ask()
+    finally:
+        probe.close()
+    assert first["sessions"] == 0
+    assert second["envelopes_in"] > first["envelopes_in"]
+
+
+def test_probe_without_broker_raises_no_answer() -> None:
+    probe = StatsProbe(f"tcp://127.0.0.1:{free_port()}", timeout=0.3)
+    try:
+        with pytest.raises(NoAnswer, match="no broker answered"):
+            probe.ask()
+    finally:
+        probe.close()
+
+
+async def test_stats_command_prints_table_and_json(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    async with Client("ann", router=broker.router, pub=broker.pub) as ann:
+        await ann.say("hello")
+        table = zchat_proc("stats", "--router", broker.router)
+        assert table.wait() == 0
+        table.expect(r"sessions\s+│\s+1 ")
+        table.expect(r"messages\s+│\s+1 ")
+        as_json = zchat_proc("stats", "--router", broker.router, "--json")
+        assert as_json.wait() == 0
+        reading = as_json.expect_json()
+    assert reading["sessions"] == 1
+    assert reading["registrations"] == 1
+    assert "errors" in reading
+    assert "drops" in reading
+
+
+def test_stats_watch_refreshes_until_ctrl_c(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    watcher = zchat_proc(
+        "stats", "--router", broker.router, "--watch", "--json", "--interval", "0.1"
+    )
+    first = watcher.expect_json()
+    second = watcher.expect_json()
+    assert second["envelopes_in"] > first["envelopes_in"]
+    watcher.signal(signal.SIGINT)
+    assert watcher.wait() == 0
+    assert not any("Traceback" in line for line in watcher.stderr_lines)
+
+
+def test_stats_without_broker_fails_clearly(zchat_proc: Callable[..., ZchatProcess]) -> None:
+    router = f"tcp://127.0.0.1:{free_port()}"
+    proc = zchat_proc("stats", "--router", router, "--timeout", "0.3")
+    assert proc.wait() == 3
+    line = wait_for_line(proc.stderr_lines, "no broker answered")
+    assert line == f"zchat: no broker answered at {router} within 0.3s"
+    assert len(proc.stderr_lines) == 1
+
+
+async def test_broker_serves_metrics_and_json_logs(
+    zchat_proc: Callable[..., ZchatProcess],
+) -> None:
+    router, pub, metrics_port = free_port(), free_port(), free_port()
+    broker = zchat_proc(
+        "broker",
+        "--router",
+        f"tcp://127.0.0.1:{router}",
+        "--pub",
+        f"tcp://127.0.0.1:{pub}",
+        env={"ZCHAT_METRICS_PORT": str(metrics_port), "ZCHAT_LOG_FORMAT": "json"},
+    )
+    wait_for_line(broker.stderr_lines, "broker listening")
+    async with Client(
+        "ann", router=f"tcp://127.0.0.1:{router}", pub=f"tcp://127.0.0.1:{pub}"
+    ) as ann:
+        await ann.say("hello")
+        await wait_event(ann, type="msg", nick="ann")
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            text = response.read().decode()
+    assert "zchat_sessions 1.0" in text
+    assert "zchat_messages_total 1.0" in text
+    assert "zchat_registrations_total 1.0" in text
+    assert 'zchat_batch_seconds_bucket{le="+Inf"}' in text
+    count = next(line for line in text.splitlines() if line.startswith("zchat_batch_seconds_count"))
+    assert float(count.split()[1]) >= 2
+    broker.signal(signal.SIGTERM)
+    assert broker.wait() == 0
+    wait_for_line(broker.stderr_lines, "broker stopped")
+    entries = [json.loads(line) for line in broker.stderr_lines]
+    assert {"ts", "level", "logger", "message"} <= set(entries[0])
+    messages = [e["message"] for e in entries]
+    assert any(m.startswith("ann registered") for m in messages)
+    assert any("metrics at" in m for m in messages)
+
+
+def test_metrics_port_in_use_fails_clearly(zchat_proc: Callable[..., ZchatProcess]) -> None:
+    holder = Metrics(dict)
+    port = holder.serve(0)
+    try:
+        broker = zchat_proc(
+            "broker",
+            "--router",
+            "tcp://127.0.0.1:*",
+            "--pub",
+            "tcp://127.0.0.1:*",
+            "--metrics-port",
+            str(port),
+        )
+        assert broker.wait() == 1
+    finally:
+        holder.close()
+    wait_for_line(broker.stderr_lines, f"cannot serve metrics on 127.0.0.1:{port}")
+    assert not any("Traceback" in line for line in broker.stderr_lines)
+
+
+def test_unknown_log_format_is_a_usage_error(zchat_proc: Callable[..., ZchatProcess]) -> None:
+    broker = zchat_proc("broker", "--log-format", "xml")
+    assert broker.wait() == 2
+    wait_for_line(broker.stderr_lines, "unknown log format 'xml'")

@@ -1,0 +1,474 @@
+"""The terminal UI, headless (Textual's Pilot) against a real broker and real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from conftest import ROOT, BrokerThread, free_port
+from helpers import wait_event
+from rich.style import Style
+from rich.text import Text
+from textual.pilot import Pilot
+
+from zchat.client import Client, Event
+from zchat.text import mention_spans, nick_colour
+from zchat.tui import MENTION, ChatApp, ChatInput, ChatLog, event_line
+
+SIZE = (110, 30)
+INJECTIONS = ["\x1b[31mred", "[@click=app.bell]x[/]", "[bold]x[/bold]", "abc\u202edef"]
+
+Connect = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def connect(broker: BrokerThread) -> AsyncIterator[Connect]:
+    """Connect real clients to ``broker`` (or another); all are closed at teardown."""
+    clients: list[Client] = []
+
+    async def start(nick: str, *rooms: str, on: BrokerThread | None = None) -> Client:
+        where = on or broker
+        client = Client(nick, router=where.router, pub=where.pub, rooms=rooms or ("lobby",))
+        await client.connect()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+async def until(
+    pilot: Pilot[int], check: Callable[[], object], what: str, timeout: float = 10
+) -> None:
+    """Let the app run until ``check()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def lines(app: ChatApp, room: str | None = None) -> list[str]:
+    """The plain text of a room's lines (the open room by default)."""
+    name = room or app.current
+    view = app.views.get(name) if name is not None else None
+    return [line.plain for line in (view.lines if view is not None else app.home)]
+
+
+def shows(app: ChatApp, text: str, room: str | None = None) -> bool:
+    return any(text in line for line in lines(app, room))
+
+
+def screen_lines(app: ChatApp) -> list[str]:
+    """What the log widget actually rendered, segment text joined."""
+    return ["".join(seg.text for seg in strip) for strip in app.query_one(ChatLog).lines]
+
+
+def users(app: ChatApp) -> list[str]:
+    text = app.query_one("#users").render()
+    return str(text).split("\n")[2:]
+
+
+async def type_line(pilot: Pilot[int], line: str) -> None:
+    app = pilot.app
+    assert isinstance(app, ChatApp)
+    box = app.query_one(ChatInput)
+    box.value = line
+    box.cursor_position = len(line)
+    await pilot.press("enter")
+
+
+def recording(seen: list[Event], want: Callable[[Event], bool]) -> Callable[[Event], bool]:
+    """A predicate that also keeps every event it was asked about."""
+
+    def check(event: Event) -> bool:
+        seen.append(event)
+        return want(event)
+
+    return check
+
+
+def assert_no_actions(text: Text) -> None:
+    """No span carries a link or a Textual action (``@click`` lives in ``meta``)."""
+    for span in text.spans:
+        style = span.style if isinstance(span.style, Style) else Style.parse(span.style)
+        assert style.link is None, span
+        assert not style.meta, span
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_nick_colour_is_stable_and_case_blind() -> None:
+    assert nick_colour("Robin") == nick_colour("robin") == nick_colour("ROBIN")
+    assert len({nick_colour(f"user{n}") for n in range(100)}) > 6
+
+
+def test_mention_spans_whole_words_any_case() -> None:
+    text = "Robin, robin! Robinson @ROBIN"
+    assert mention_spans(text, "Robin") == [(0, 5), (7, 12), (24, 29)]
+    assert mention_spans("x .* y", ".*") == [(2, 4)]
+    assert mention_spans("xyz", ".*") == []
+    assert mention_spans("anything", "") == []
+
+
+@pytest.mark.parametrize("evil", INJECTIONS)
+def test_event_line_keeps_hostile_text_literal(evil: str) -> None:
+    event = Event("msg", {"room": "lobby", "nick": evil, "text": evil, "ts": 0.0, "seq": 1})
+    line = event_line(event, "Robin")
+    assert line is not None
+    assert "\x1b" not in line.plain
+    assert "\u202e" not in line.plain
+    if evil.startswith("["):
+        assert line.plain.count(evil) == 2  # nick and text, both verbatim
+    assert_no_actions(line)
+
+
+def test_event_line_marks_history_notices_and_missed() -> None:
+    history = Event("msg", {"room": "lobby", "nick": "Bob", "text": "old", "ts": 0.0}, True)
+    line = event_line(history, "Robin")
+    assert line is not None
+    assert any(str(span.style) == "dim italic" for span in line.spans)
+    missed = event_line(Event("missed", {"room": "lobby", "count": 7}), "Robin")
+    assert missed is not None
+    assert "7 messages missed in lobby" in missed.plain
+    join = event_line(Event("join", {"room": "lobby", "nick": "Bob", "ts": 0.0}), "Robin")
+    assert join is not None
+    assert join.plain.endswith("--> │ Bob joined lobby")
+    mention = event_line(
+        Event("msg", {"room": "lobby", "nick": "Bob", "text": "hey robin!", "ts": 0.0}), "Robin"
+    )
+    assert mention is not None
+    assert any(span.style is MENTION for span in mention.spans)
+    own = event_line(
+        Event("msg", {"room": "lobby", "nick": "Robin", "text": "I am Robin", "ts": 0.0}), "Robin"
+    )
+    assert own is not None
+    assert not any(span.style is MENTION for span in own.spans)
+
+
+# ---------------------------------------------------------------- with a broker
+
+
+async def test_typed_message_reaches_another_client(connect: Connect) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"hello bob")
+        await pilot.press("enter")
+        await wait_event(bob, type="msg", nick="Robin", text="hello bob")
+        await until(pilot, lambda: shows(app, "hello bob"), "own line echoed")
+        assert app.query_one(ChatInput).value == ""
+        # Text being typed stays put while messages arrive.
+        await pilot.press(*"half a thou")
+        await bob.say("interrupting", "lobby")
+        await until(pilot, lambda: shows(app, "interrupting"), "Bob's line")
+        assert app.query_one(ChatInput).value == "half a thou"
+        assert any("Bob" in line and "interrupting" in line for line in screen_lines(app))
+
+
+async def test_user_list_follows_joins_and_leaves(connect: Connect) -> None:
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: users(app) == ["Robin"], "only Robin listed")
+        carol = await connect("Carol")
+        await until(pilot, lambda: users(app) == ["Carol", "Robin"], "Carol listed")
+        assert shows(app, "Carol joined lobby")
+        await carol.close("off to bed")
+        await until(pilot, lambda: users(app) == ["Robin"], "Carol gone")
+        assert shows(app, "Carol left lobby (quit")
+
+
+async def test_msg_reaches_only_its_recipient(connect: Connect) -> None:
+    bob = await connect("Bob")
+    carol = await connect("Carol")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_line(pilot, "/msg Bob the password is swordfish")
+        dm = await wait_event(bob, type="dm", nick="Robin")
+        assert dm.text == "the password is swordfish"
+        await until(pilot, lambda: shows(app, "→ *Bob*"), "the outgoing DM shown")
+        await type_line(pilot, "done")
+        # Carol sees the later room message, and nothing of the DM before it.
+        seen: list[Event] = []
+        await wait_event(carol, recording(seen, lambda e: e.text == "done"))
+        assert not any("swordfish" in str(e.data) for e in seen)
+        await bob.dm("Robin", "got it")
+        await until(pilot, lambda: shows(app, "*Bob* │ got it"), "the incoming DM")
+
+
+async def test_room_switching_and_unread_markers(connect: Connect) -> None:
+    bob = await connect("Bob", "lobby", "dev")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_line(pilot, "/join dev")
+        await until(pilot, lambda: app.current == "dev", "switch to dev")
+        assert list(app.views) == ["lobby", "dev"]
+        await until(pilot, lambda: users(app) == ["Bob", "Robin"], "dev's users")
+        await bob.say("psst robin, over here", "lobby")
+        await until(pilot, lambda: app.views["lobby"].unread == 1, "lobby unread")
+        assert app.views["lobby"].mentioned
+        assert app.views["lobby"].tab.label.plain == "lobby !1"
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: app.current == "lobby", "back to lobby")
+        assert app.views["lobby"].unread == 0
+        assert app.views["lobby"].tab.label.plain == "lobby"
+        assert any("over here" in line for line in screen_lines(app))
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: app.current == "dev", "dev again")
+        await type_line(pilot, "in dev")
+        await wait_event(bob, type="msg", room="dev", text="in dev")
+        await type_line(pilot, "/leave")
+        await until(pilot, lambda: app.current == "lobby" and "dev" not in app.views, "dev left")
+        await wait_event(bob, type="leave", room="dev", nick="Robin")
+
+
+async def test_reconnect_state_shown_after_broker_restart(
+    make_broker: Callable[..., BrokerThread], connect: Connect
+) -> None:
+    router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    first = make_broker(router=router, pub=pub)
+    app = ChatApp(await connect("Robin", on=first))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state == "connected", "connected")
+        first.stop()
+        await until(pilot, lambda: app.state in ("silent", "reconnecting"), "outage noticed")
+        header = str(app.query_one("#header-state").render())
+        assert "silent" in header or "reconnecting" in header
+        second = make_broker(router=router, pub=pub)
+        await until(pilot, lambda: app.state == "registered", "registered again")
+        assert "re-registered" in str(app.query_one("#header-state").render())
+        bob = await connect("Bob", on=second)
+        await bob.say("welcome back", "lobby")
+        await until(pilot, lambda: shows(app, "welcome back"), "chat after the restart")
+
+
+async def test_hostile_text_is_shown_literally(connect: Connect) -> None:
+    joker = await connect("[bold]J[/bold]")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        for evil in INJECTIONS:
+            await joker.say(evil, "lobby")
+        await joker.set_topic("[@click=app.bell]topic[/] \x1b[2J", "lobby")
+        await until(pilot, lambda: shows(app, "set the topic"), "the topic change")
+        text = "\n".join(lines(app))
+        assert "[@click=app.bell]x[/]" in text
+        assert "[bold]x[/bold]" in text
+        assert "[bold]J[/bold]" in text
+        assert "^[[31mred" in text
+        assert "abc\ufffddef" in text
+        assert "\x1b" not in text
+        assert "\u202e" not in text
+        view = app.views["lobby"]
+        for line in view.lines:
+            assert_no_actions(line)
+        screen = "\n".join(screen_lines(app))
+        assert "[@click=app.bell]x[/]" in screen
+        assert "\x1b" not in screen
+        for strip in app.query_one(ChatLog).lines:
+            for seg in strip:
+                assert seg.style is None or (seg.style.link is None and not seg.style.meta)
+        header = str(app.query_one("#header-room").render())
+        assert "[@click=app.bell]topic[/] ^[[2J" in header
+
+
+async def test_unknown_command_is_local_and_double_slash_is_literal(connect: Connect) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_line(pilot, "/frobnicate now")
+        await until(pilot, lambda: shows(app, "unknown command /frobnicate"), "local error")
+        await type_line(pilot, "//shrug")
+        seen: list[Event] = []
+        await wait_event(bob, recording(seen, lambda e: e.text == "/shrug"))
+        assert not any("frobnicate" in str(e.data) for e in seen)
+        await type_line(pilot, "/help msg")
+        await until(pilot, lambda: shows(app, "/msg NICK text"), "help line")
+
+
+async def test_input_history_and_completion(connect: Connect) -> None:
+    await connect("Bobby")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        box = app.query_one(ChatInput)
+        await until(pilot, lambda: "Bobby" in users(app), "Bobby listed")
+        await pilot.press("slash", "j", "o", "tab")
+        assert box.value == "/join "
+        box.value = ""
+        await pilot.press("B", "o", "tab")
+        assert box.value == "Bobby: "
+        await pilot.press(*"hi", "enter")
+        await type_line(pilot, "second")
+        await pilot.press(*"draft", "up")
+        assert box.value == "second"
+        await pilot.press("up")
+        assert box.value == "Bobby: hi"
+        await pilot.press("down", "down")
+        assert box.value == "draft"
+
+
+async def test_log_follows_only_when_at_bottom(connect: Connect) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        log = app.query_one(ChatLog)
+        for n in range(32):
+            await bob.say(f"line {n}", "lobby")
+        await until(pilot, lambda: shows(app, "line 31"), "the flood")
+        await until(pilot, lambda: log.scroll_y == log.max_scroll_y > 0, "at the bottom")
+        await pilot.press("pageup")
+        await until(pilot, lambda: log.scroll_y < log.max_scroll_y, "scrolled up")
+        where = log.scroll_y
+        await bob.say("while reading", "lobby")
+        await until(pilot, lambda: shows(app, "while reading"), "new line")
+        await pilot.pause()
+        assert log.scroll_y == where
+        await pilot.press("pagedown", "pagedown", "pagedown")
+        await until(pilot, lambda: log.scroll_y == log.max_scroll_y, "back at the bottom")
+        await bob.say("following again", "lobby")
+        await until(pilot, lambda: shows(app, "following again"), "next line")
+        await until(pilot, lambda: log.scroll_y == log.max_scroll_y, "followed")
+
+
+@pytest.mark.parametrize(("keys", "reason"), [(("ctrl+c",), None), ((), "gone fishing")])
+async def test_quit_says_bye(connect: Connect, keys: tuple[str, ...], reason: str | None) -> None:
+    bob = await connect("Bob")
+    robin = await connect("Robin")
+    app = ChatApp(robin)
+    async with app.run_test(size=SIZE) as pilot:
+        if keys:
+            await pilot.press(*keys)
+        else:
+            await type_line(pilot, f"/quit {reason}")
+        await until(pilot, lambda: app.return_value is not None, "the app to exit")
+    assert app.return_value == 0
+    left = await wait_event(bob, type="leave", nick="Robin")
+    assert left.data["reason"] == "quit"
+    if reason:
+        assert left.data.get("message") == reason
+
+
+async def test_nick_topic_who_and_leaving_every_room(connect: Connect) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_line(pilot, "/topic tea at five")
+        await wait_event(bob, type="topic", text="tea at five")
+
+        def header() -> str:
+            return str(app.query_one("#header-room").render())
+
+        await until(pilot, lambda: "tea at five" in header(), "the topic in the header")
+        await type_line(pilot, "/nick Nightwing")
+        await wait_event(bob, type="nick", old="Robin", new="Nightwing")
+        await until(pilot, lambda: "Nightwing" in users(app), "the new nick listed")
+        assert "Nightwing" in str(app.query_one("#header-state").render())
+        await type_line(pilot, "/who")
+        await until(pilot, lambda: shows(app, "lobby (2): "), "the who line")
+        await type_line(pilot, "/leave")
+        await until(pilot, lambda: app.current is None, "no room open")
+        await wait_event(bob, type="leave", nick="Nightwing")
+        assert "not in a room" in header()
+        await type_line(pilot, "anyone?")
+        await until(pilot, lambda: shows(app, "not in a room: /join ROOM first"), "local error")
+        await type_line(pilot, "/join lobby")
+        await until(pilot, lambda: app.current == "lobby", "back in lobby")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _drain(fd: int, seen: bytearray) -> None:
+    """Keep reading the terminal so the app never blocks on a full pty."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        seen.extend(chunk)
+
+
+def run_on_terminal(*args: str) -> tuple[subprocess.Popen[bytes], int, bytearray]:
+    """Start ``python -m zchat ARGS`` with a pty as its terminal; a thread drains it."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zchat", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,  # Textual draws on stderr
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = bytearray()
+    threading.Thread(target=_drain, args=(master, seen), daemon=True).start()
+    return proc, master, seen
+
+
+@pytest.mark.parametrize("problem", ["nick_taken", "no_broker"])
+async def test_client_command_on_a_terminal_fails_in_one_line(
+    broker: BrokerThread, connect: Connect, problem: str
+) -> None:
+    await connect("Bob")
+    router = broker.router if problem == "nick_taken" else f"tcp://127.0.0.1:{free_port()}"
+    proc, master, seen = run_on_terminal(
+        "client", "--nick", "Bob", "--router", router, "--pub", broker.pub,
+        "--connect-timeout", "1",
+    )  # fmt: skip
+    try:
+        code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    # Drain what is left: the reader thread stops at EOF.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while b"\n" not in seen and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    os.close(master)
+    text = bytes(seen).decode(errors="replace").strip()
+    assert code == (1 if problem == "nick_taken" else 3)
+    assert len(text.splitlines()) == 1, text
+    assert text.startswith("zchat: ")
+    assert ("nick_taken" if problem == "nick_taken" else "no broker") in text
+    assert "\x1b" not in text  # the full screen never started
+
+
+async def test_client_command_opens_the_tui_on_a_terminal(
+    broker: BrokerThread, connect: Connect
+) -> None:
+    bob = await connect("Bob")
+    proc, master, seen = run_on_terminal(
+        "client", "--nick", "Robin", "--router", broker.router, "--pub", broker.pub
+    )
+    try:
+        await wait_event(bob, type="join", nick="Robin", timeout=20)
+        await bob.say("are you there?", "lobby")
+        # The full screen switched the terminal to the alternate screen.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while b"\x1b[?1049h" not in seen or b"there?" not in seen:
+            assert loop.time() < deadline, f"no full screen: {bytes(seen[-300:])!r}"
+            await asyncio.sleep(0.05)
+        os.write(master, b"\x03")  # Ctrl+C, as a key: the terminal is raw
+        left = await wait_event(bob, type="leave", nick="Robin", timeout=10)
+        assert left.data["reason"] == "quit"
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        os.close(master)
