@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import random
 import signal
 import socket
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -84,12 +86,22 @@ class Proc:
         self.popen = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # line-mode clients quit at end of input
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=self.stderr,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        # Read stdout all along: a full pipe would block the child's event loop.
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        if stdout:
+            threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self._lines.put(line.strip())
+        self._lines.put(None)
 
     @property
     def pid(self) -> int:
@@ -97,15 +109,13 @@ class Proc:
 
     def line(self, timeout: float) -> str:
         """The next stdout line (workers print ``ready`` and their results)."""
-        assert self.popen.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.popen.stdout.readline()
-            if line:
-                return line.strip()
-            if self.popen.poll() is not None:
-                break
-        raise RuntimeError(f"pid {self.pid}: no output within {timeout}s")
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            raise RuntimeError(f"pid {self.pid}: no output within {timeout}s")
+        return line
 
     def wait_stderr(self, needle: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -430,8 +440,13 @@ def frozen(long: bool) -> dict[str, Any]:
         missed = 0
         repaired = 0
         deadline = time.monotonic() + 30
+        kinds: Counter[str] = Counter()
         while time.monotonic() < deadline:
-            event = json.loads(frozen_proc.line(30))
+            try:
+                event = json.loads(frozen_proc.line(30))
+            except RuntimeError:
+                raise RuntimeError(f"frozen client stuck; saw {kinds}") from None
+            kinds[f"{event['type']}:{event.get('state', '')}"] += 1
             if event["type"] == "missed":
                 missed += event["count"]
             elif event["type"] == "msg":

@@ -107,9 +107,7 @@ def latency_client(
             sub.recv(zmq.NOBLOCK)
     n = max(1, int(rate * duration))
     if broker:
-        frames = [
-            pack({"type": "say", "room": ROOM, "text": TEXT, "id": str(i)}) for i in range(n)
-        ]
+        frames = [pack({"type": "say", "room": ROOM, "text": TEXT, "id": str(i)}) for i in range(n)]
     else:
         # What the broker would publish for that say, so both carry the same bytes.
         frames = [

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
-import os
 import selectors
 import shutil
 import socket
@@ -157,7 +157,9 @@ def threaded_sender(conn: Connection, port: int, n: int) -> None:
     sock.close()
 
 
-def threaded_receiver(conn: Connection, sockets: int, expected: int, quiet: float, port: int) -> None:
+def threaded_receiver(
+    conn: Connection, sockets: int, expected: int, quiet: float, port: int
+) -> None:
     selector = selectors.DefaultSelector()
     socks = []
     for i in range(sockets):
@@ -348,7 +350,7 @@ def nats_receiver(conn: Connection, sockets: int, expected: int, quiet: float, p
     async def main() -> None:
         counts = [0] * sockets
         total = expected * sockets
-        state = {"got": 0, "last": 0.0}
+        state: dict[str, float] = {"got": 0, "last": 0.0}
         loop = asyncio.get_running_loop()
         all_done = loop.create_future()
         probes: list[asyncio.Future[None]] = []
@@ -382,7 +384,7 @@ def nats_receiver(conn: Connection, sockets: int, expected: int, quiet: float, p
         while not all_done.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(all_done), quiet)
-            got = state["got"]
+            got = int(state["got"])
             if got == seen and (got or time.monotonic() > deadline):
                 break
             seen = got
@@ -417,7 +419,7 @@ def versions() -> dict[str, str]:
                     [name, *argv], capture_output=True, text=True, timeout=10, check=False
                 ).stdout
                 found[name] = out.strip().split("\n")[0]
-    for module in ("redis", "hiredis", "nats"):
-        with contextlib.suppress(ImportError):
-            found[module] = str(getattr(importlib.import_module(module), "__version__", "?"))
+    for dist in ("redis", "hiredis", "nats-py"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[dist] = importlib.metadata.version(dist)
     return found

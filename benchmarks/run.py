@@ -53,7 +53,8 @@ class Plan:
     rates: tuple[float, ...]
     durations: dict[float, float]
     idle: int
-    scale_clients: tuple[int, ...]
+    #: (clients, heartbeat in seconds)
+    scale: tuple[tuple[int, float], ...]
     window: float
 
 
@@ -66,19 +67,19 @@ FULL = Plan(
     rates=(100, 1000, 10_000),
     durations={100: 5.0, 1000: 3.0, 10_000: 2.0},
     idle=100,
-    scale_clients=(1000, 10_000),
-    window=5.0,
+    scale=((1000, 1.0), (10_000, 1.0), (10_000, 5.0)),
+    window=3.0,
 )
 QUICK = Plan(
     reps=1,
     fanout_subs=(1, 10, 100),
     peer_subs=(10,),
-    deliveries=20_000,
-    max_messages=5_000,
+    deliveries=100_000,
+    max_messages=20_000,
     rates=(1000,),
     durations={1000: 1.0},
     idle=100,
-    scale_clients=(300,),
+    scale=((300, 1.0),),
     window=1.0,
 )
 
@@ -127,14 +128,14 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
                     )
                 )
     if "scale" in suites:
-        for clients in plan.scale_clients:
+        for clients, heartbeat in plan.scale:
             found.append(
                 Task(
                     "scale",
-                    "zchat",
+                    f"heartbeat {heartbeat:g}s",
                     clients,
-                    f"scale, {clients} idle clients",
-                    lambda c=clients: scale.run(c, plan.window),  # type: ignore[misc]
+                    f"scale, {clients} idle clients, heartbeat {heartbeat:g}s",
+                    lambda c=clients, h=heartbeat: scale.run(c, plan.window, h),  # type: ignore[misc]
                 )
             )
     return found
@@ -176,7 +177,7 @@ def per_rep_ratio(
 ) -> dict[str, Any]:
     """Ratio of two systems' ``key``, repetition by repetition, then summarised."""
     values = []
-    by_rep = {r["rep"]: r for r in bottom if key in r and r[key]}
+    by_rep = {r["rep"]: r for r in bottom if r.get(key)}
     for r in top:
         other = by_rep.get(r["rep"])
         if other is not None and key in r:
@@ -196,6 +197,12 @@ def summarise(
             entry["server_us_per_delivery"] = summary(
                 [r["server_us_per_delivery"] for r in good if r["server_us_per_delivery"]]
             )
+            for role in ("server", "source", "receivers"):
+                values = [
+                    r["cpu_us_per_message"][role] for r in good if role in r["cpu_us_per_message"]
+                ]
+                if values:
+                    entry.setdefault("cpu_us_per_message", {})[role] = summary(values)
             entry["dropped"] = sum(r["dropped"] for r in good)
             entry["messages"] = good[0]["messages"] if good else None
             out["fanout"].setdefault(system, {})[str(int(param))] = entry
@@ -211,11 +218,12 @@ def summarise(
                 "registrations_per_s",
                 "rss_per_client_kb",
                 "idle_cpu_percent",
+                "us_per_heartbeat",
                 "sessions_after",
             ):
                 entry[key] = summary([r[key] for r in good])
             entry["refused"] = sum(r["refused"] for r in good)
-            out["scale"][str(int(param))] = entry
+            out["scale"].setdefault(str(int(param)), {})[system] = entry
     ratios = out["ratios"]
     for (suite, system, param), results in runs.items():
         if suite == "fanout" and system == "zchat":
@@ -281,9 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "idle": plan.idle,
         **summarise(runs),
-        "raw": [
-            {"suite": s, "system": n, "param": p, "runs": r} for (s, n, p), r in runs.items()
-        ],
+        "raw": [{"suite": s, "system": n, "param": p, "runs": r} for (s, n, p), r in runs.items()],
     }
     results["targets"] = report.targets(results)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ from benchmarks.common import (
     rss_bytes,
     spawn,
     start_broker,
-    wait_stop,
     workers,
 )
 from zchat.protocol import pack
@@ -124,7 +123,7 @@ def expect_go(conn: Connection) -> None:
 
 def broker_sessions(router: str) -> int:
     """Ask the broker for its session count (``stats`` needs no registration)."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.DEALER) as dealer:
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.connect(router)
@@ -181,6 +180,9 @@ def run(clients: int, window: float, heartbeat: float = 1.0) -> dict[str, Any]:
         "rss_after_mb": rss1 / 2**20,
         "rss_per_client_kb": (rss1 - rss0) / clients / 1024,
         "idle_cpu_percent": cpu / elapsed * 100,
+        "heartbeat": heartbeat,
+        # Broker CPU per ping and pong: what any other heartbeat or crowd would cost.
+        "us_per_heartbeat": cpu / (elapsed * clients / heartbeat) * 1e6,
         "idle_window_s": elapsed,
         "sessions_after": sessions,
         "pongs": replies,
@@ -194,5 +196,3 @@ def idle_load(started: list[Any], router: str, clients: int, register: bool) -> 
     expect(load, "connected", 60)
     load.send(("go",))
     expect(load, "registered", 60)
-
-

@@ -539,3 +539,22 @@ def test_no_byte_string_raises_or_corrupts_state(
         # An evicted idle room starts over at 1 (memory store), so check runs.
         for prev, cur in itertools.pairwise(numbers):
             assert cur == prev + 1 or cur == 1, (room, numbers)
+
+
+def test_errors_name_the_command_they_answer_when_its_id_is_readable(conv: Conversation) -> None:
+    (reply,) = conv.send(A, type="hello", v=9, nick="x", id="h")
+    assert (reply["code"], reply["re"]) == ("bad_version", "h")
+    conv.hello(A, "Batman")
+    (reply,) = conv.send(A, type="say", room="lobby", text="", id="s")
+    assert (reply["code"], reply["re"]) == ("bad_envelope", "s")
+    (reply,) = conv.send(A, type="say", room="lobby", text="x", id=["not", "a", "string"])
+    assert reply["code"] == "bad_envelope"
+    assert "re" not in reply
+
+
+def test_rate_limited_errors_carry_the_refused_id() -> None:
+    conv = Conversation(rate_limit=1, rate_burst=1)
+    conv.hello(A, "Batman")
+    conv.send(A, type="say", room="lobby", text="one", id="1")
+    (reply,) = conv.send(A, type="say", room="lobby", text="two", id="2")
+    assert (reply["code"], reply["re"]) == ("rate_limited", "2")

@@ -30,7 +30,7 @@ from zchat.broker import Broker, CurveServer
 from zchat.client import Client, Event
 from zchat.core import BrokerConfig
 from zchat.ops import StatsProbe
-from zchat.protocol import pack, unpack
+from zchat.protocol import MAX_REPLY_ARRAY, MAX_REPLY_FRAME, pack, unpack
 
 HEARTBEAT = 0.2
 
@@ -231,7 +231,9 @@ async def test_frozen_subscriber_is_bounded_and_repaired(
         during = await chat(3000, "m")
         rss_after = rss_mib(broker.pid)
         frozen.signal(signal.SIGCONT)
-        last = frozen.expect_json(type="msg", text=f"m2999 {text}", timeout=30)
+        last = await asyncio.to_thread(
+            frozen.expect_json, type="msg", text=f"m2999 {text}", timeout=30
+        )
         rec.stop()
     events = frozen.events()
     seen = sum(1 for e in events if e.get("type") == "msg" and str(e.get("text")).startswith("m"))
@@ -473,3 +475,38 @@ def test_garbage_curve_handshakes_are_refused() -> None:
         ctx.destroy(linger=0)
         thread.stop()
     report("garbage_curve_ci", {"connections": 100, "bytes_sent": sent, "broker_alive": True})
+
+
+async def test_large_backlog_and_roster_reach_the_client(
+    make_broker: Callable[..., BrokerThread], zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """Broker replies above the inbound limits (64 KiB, 256 items) still decode.
+
+    Regression: the client decoded replies with the broker's inbound limits, so a
+    backlog of more than 256 events or a roster of more than 256 names was thrown
+    away, and the slow registration that followed got the session timed out.
+    """
+    broker = make_broker(rate_limit=0)
+    dealers = []
+    for n in range(300):
+        d = zctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.connect(broker.router)
+        d.send(pack({"type": "hello", "v": 1, "nick": f"u{n}", "rooms": ["lobby"]}))
+        dealers.append(d)
+    for d in dealers:
+        assert d.poll(5000)
+        welcome = unpack(d.recv(), MAX_REPLY_FRAME, max_array=MAX_REPLY_ARRAY)
+        assert welcome["type"] == "welcome"
+    say = dealers[0]
+    for n in range(400):
+        say.send(pack({"type": "say", "room": "lobby", "text": f"{n} " + "y" * 1000}))
+    async with Client("late", router=broker.router, pub=broker.pub, backlog=500) as late:
+        assert len(late.rooms["lobby"].users) == 301
+        rec = Recorder(late)
+        await rec.wait(
+            lambda: sum(1 for _, e in rec.events if e.history and e.type == "msg") == 400,
+            10,
+            "400 messages of backlog",
+        )
+        rec.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -157,11 +158,12 @@ async def test_stats_command_prints_table_and_json(
     async with Client("ann", router=broker.router, pub=broker.pub) as ann:
         await ann.say("hello")
         table = zchat_proc("stats", "--router", broker.router)
-        assert table.wait() == 0
+        # Waiting in a thread keeps ann's heartbeat going meanwhile.
+        assert await asyncio.to_thread(table.wait) == 0
         table.expect(r"sessions\s+│\s+1 ")
         table.expect(r"messages\s+│\s+1 ")
         as_json = zchat_proc("stats", "--router", broker.router, "--json")
-        assert as_json.wait() == 0
+        assert await asyncio.to_thread(as_json.wait) == 0
         reading = as_json.expect_json()
     assert reading["sessions"] == 1
     assert reading["registrations"] == 1

@@ -28,6 +28,13 @@ Connect = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
+def broker(make_broker: Callable[..., BrokerThread]) -> BrokerThread:
+    # Starting an app blocks the test's event loop for a moment, which on a busy
+    # machine can outlast three 0.2 s heartbeats and time the clients out.
+    return make_broker(heartbeat=1.0)
+
+
+@pytest.fixture
 async def connect(broker: BrokerThread) -> AsyncIterator[Connect]:
     """Connect real clients to ``broker`` (or another); all are closed at teardown."""
     clients: list[Client] = []
@@ -60,7 +67,7 @@ def lines(app: ChatApp, room: str | None = None) -> list[str]:
     """The plain text of a room's lines (the open room by default)."""
     name = room or app.current
     view = app.views.get(name) if name is not None else None
-    return [line.plain for line in (view.lines if view is not None else app.home)]
+    return [line.plain for line in (view.lines if view is not None else app.home.source)]
 
 
 def shows(app: ChatApp, text: str, room: str | None = None) -> bool:
@@ -69,7 +76,7 @@ def shows(app: ChatApp, text: str, room: str | None = None) -> bool:
 
 def screen_lines(app: ChatApp) -> list[str]:
     """What the log widget actually rendered, segment text joined."""
-    return ["".join(seg.text for seg in strip) for strip in app.query_one(ChatLog).lines]
+    return ["".join(seg.text for seg in strip) for strip in app.current_log.lines]
 
 
 def users(app: ChatApp) -> list[str]:
@@ -211,6 +218,7 @@ async def test_room_switching_and_unread_markers(connect: Connect) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await type_line(pilot, "/join dev")
         await until(pilot, lambda: app.current == "dev", "switch to dev")
+        assert [log for log in app.query(ChatLog) if log.display] == [app.current_log]
         assert list(app.views) == ["lobby", "dev"]
         await until(pilot, lambda: users(app) == ["Bob", "Robin"], "dev's users")
         await bob.say("psst robin, over here", "lobby")
@@ -221,9 +229,15 @@ async def test_room_switching_and_unread_markers(connect: Connect) -> None:
         await until(pilot, lambda: app.current == "lobby", "back to lobby")
         assert app.views["lobby"].unread == 0
         assert app.views["lobby"].tab.label.plain == "lobby"
-        assert any("over here" in line for line in screen_lines(app))
+        await until(pilot, lambda: any("over here" in x for x in screen_lines(app)), "on screen")
         await pilot.press("ctrl+p")
         await until(pilot, lambda: app.current == "dev", "dev again")
+        await pilot.click(f"#{app.views['lobby'].tab.id}")
+        await until(pilot, lambda: app.current == "lobby", "lobby by a click")
+        assert [log for log in app.query(ChatLog) if log.display] == [app.current_log]
+        assert isinstance(app.focused, ChatInput)
+        await pilot.click(f"#{app.views['dev'].tab.id}")
+        await until(pilot, lambda: app.current == "dev", "dev by a click")
         await type_line(pilot, "in dev")
         await wait_event(bob, type="msg", room="dev", text="in dev")
         await type_line(pilot, "/leave")
@@ -235,7 +249,7 @@ async def test_reconnect_state_shown_after_broker_restart(
     make_broker: Callable[..., BrokerThread], connect: Connect
 ) -> None:
     router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    first = make_broker(router=router, pub=pub)
+    first = make_broker(router=router, pub=pub, heartbeat=0.5)
     app = ChatApp(await connect("Robin", on=first))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.state == "connected", "connected")
@@ -243,7 +257,7 @@ async def test_reconnect_state_shown_after_broker_restart(
         await until(pilot, lambda: app.state in ("silent", "reconnecting"), "outage noticed")
         header = str(app.query_one("#header-state").render())
         assert "silent" in header or "reconnecting" in header
-        second = make_broker(router=router, pub=pub)
+        second = make_broker(router=router, pub=pub, heartbeat=0.5)
         await until(pilot, lambda: app.state == "registered", "registered again")
         assert "re-registered" in str(app.query_one("#header-state").render())
         bob = await connect("Bob", on=second)
@@ -273,7 +287,7 @@ async def test_hostile_text_is_shown_literally(connect: Connect) -> None:
         screen = "\n".join(screen_lines(app))
         assert "[@click=app.bell]x[/]" in screen
         assert "\x1b" not in screen
-        for strip in app.query_one(ChatLog).lines:
+        for strip in app.current_log.lines:
             for seg in strip:
                 assert seg.style is None or (seg.style.link is None and not seg.style.meta)
         header = str(app.query_one("#header-room").render())
@@ -290,6 +304,8 @@ async def test_unknown_command_is_local_and_double_slash_is_literal(connect: Con
         seen: list[Event] = []
         await wait_event(bob, recording(seen, lambda e: e.text == "/shrug"))
         assert not any("frobnicate" in str(e.data) for e in seen)
+        await type_line(pilot, "/join " + "r" * 100)
+        await until(pilot, lambda: shows(app, "bad_room: room must be"), "the bad room refused")
         await type_line(pilot, "/help msg")
         await until(pilot, lambda: shows(app, "/msg NICK text"), "help line")
 
@@ -319,7 +335,7 @@ async def test_log_follows_only_when_at_bottom(connect: Connect) -> None:
     bob = await connect("Bob")
     app = ChatApp(await connect("Robin"))
     async with app.run_test(size=SIZE) as pilot:
-        log = app.query_one(ChatLog)
+        log = app.current_log
         for n in range(32):
             await bob.say(f"line {n}", "lobby")
         await until(pilot, lambda: shows(app, "line 31"), "the flood")

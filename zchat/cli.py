@@ -280,6 +280,10 @@ async def _run_client(
 ) -> int:
     from zchat.linemode import LineMode
 
+    if tui:
+        # Before connecting: importing Textual takes long enough to miss heartbeats.
+        from zchat.tui import run_tui
+
     try:
         chat = Client(
             nick,
@@ -301,8 +305,6 @@ async def _run_client(
         typer.echo(f"zchat: {exc}", err=True)
         return EXIT_REFUSED
     if tui:
-        from zchat.tui import run_tui
-
         return await run_tui(chat)
     mode = LineMode(chat, json_mode=json_mode)
     loop = asyncio.get_running_loop()
@@ -324,6 +326,8 @@ def stats(
         float,
         typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
     ] = 2.0,
+    server_key: ServerKeyOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Ask a running broker for its counters (works without registering)."""
     from rich.console import Console
@@ -332,7 +336,7 @@ def stats(
     from zchat.ops import NoAnswer, StatsProbe, stats_json, stats_table
 
     console = Console()
-    probe = StatsProbe(router, timeout=timeout)
+    probe = StatsProbe(router, timeout=timeout, curve=curve_keys(server_key, key))
     live: Live | None = None
     try:
         while True:
@@ -481,6 +485,19 @@ def keygen(
         raise fail(str(exc)) from None
     typer.echo(f"public key: {files.public}")
     typer.echo(f"secret key: {files.secret} (keep it private)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite (a source checkout's benchmarks/); --quick for a smoke run."""
+    try:
+        from benchmarks.run import main as run_benchmarks
+    except ImportError:
+        raise fail(
+            "the benchmarks ship with the source, not the package: "
+            "run `python -m benchmarks` in a checkout"
+        ) from None
+    raise typer.Exit(run_benchmarks(list(ctx.args)))
 
 
 def main() -> None:

@@ -57,6 +57,8 @@ DEFAULT_PUB = "tcp://localhost:5556"
 MAX_UNCONFIRMED = 1000
 #: Received events waiting for the application; the oldest go first when full.
 MAX_QUEUED_EVENTS = 10_000
+#: Message ids remembered to drop copies a broker restart may publish twice.
+MAX_SEEN_IDS = 10_000
 #: How long a gap repair may take before the gap is reported as missed.
 REPAIR_TIMEOUT = 5.0
 
@@ -219,6 +221,9 @@ class Client:
         self._left: asyncio.Future[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.dropped_events = 0
+        #: Copies of messages dropped because their (room, nick, id) was seen already.
+        self.duplicates = 0
+        self._seen_ids: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -544,7 +549,9 @@ class Client:
         state.topic = str(info.get("topic", ""))
         users = info.get("users")
         state.users = [u for u in users if isinstance(u, str)] if isinstance(users, list) else []
-        if first or state.seq is None:
+        # A room can start over within an epoch: forgotten by the broker while
+        # empty, then joined again. Its seq then goes back; treat it as new.
+        if first or state.seq is None or joined_at <= state.seq:
             # Backlog: what was said before our join, shown as history.
             if self.backlog > 0 and joined_at > 1:
                 await self._fetch(state, after=0, before=joined_at, history=True)
@@ -552,7 +559,7 @@ class Client:
         else:
             # Same broker epoch: fetch exactly what we missed while away.
             await self._fetch(state, after=state.seq, before=joined_at, history=False)
-            state.seq = max(state.seq, joined_at - 1)
+            state.seq = joined_at - 1
         self._release(state)
 
     async def _fetch(self, state: RoomState, *, after: int, before: int, history: bool) -> None:
@@ -578,8 +585,7 @@ class Client:
                     # The welcome's roster is current; old joins must not change it.
                     self._emit(Event(env["type"], env, history=True))
                 elif isinstance(seq, int) and (state.seq is None or seq > state.seq):
-                    self._track_room_event(state, env)
-                    self._emit(Event(env["type"], env))
+                    self._deliver(state, env)
                     state.seq = seq
 
     def _forget_room(self, name: str) -> None:
@@ -669,7 +675,22 @@ class Client:
             task.add_done_callback(self._background.discard)
             return
         state.seq = seq
+        self._deliver(state, envelope)
+
+    def _deliver(self, state: RoomState, envelope: dict[str, Any]) -> None:
+        """Hand one live room event to the application, unless it is a resent copy."""
         self._track_room_event(state, envelope)
+        msg_id = envelope.get("id")
+        if envelope.get("type") == "msg" and isinstance(msg_id, str):
+            # A broker restarted without --db forgets which ids it has seen, so a
+            # message resent across the restart can be published twice.
+            key = (state.name, str(envelope.get("nick")), msg_id)
+            if key in self._seen_ids:
+                self.duplicates += 1
+                return
+            self._seen_ids[key] = None
+            if len(self._seen_ids) > MAX_SEEN_IDS:
+                self._seen_ids.popitem(last=False)
         self._emit(Event(envelope["type"], envelope))
 
     async def _repair(self, state: RoomState, after: int, before: int) -> None:

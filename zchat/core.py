@@ -89,7 +89,7 @@ class BrokerConfig:
     #: Rejected envelopes (draining at ``rate_limit``/s) before the session is dropped.
     flood_threshold: int = 100
     #: Error replies per second to peers that are not registered, all together.
-    unregistered_rate: float = 200.0
+    unregistered_rate: float = 1000.0
     #: Remembered message ids per nick for dropping resent duplicates.
     dedupe_window: int = 256
     #: How long the ids of a nick that left (not by ``bye``) are kept, in seconds.
@@ -306,7 +306,9 @@ class BrokerCore:
             if session is None:
                 self._unregistered(peer, command, key, now, out)
             else:
-                if not isinstance(command, _FREE) and not self._take_token(session, now, out):
+                if not isinstance(command, _FREE) and not self._take_token(
+                    session, now, out, command.id
+                ):
                     return out
                 self._handlers[type(command)](session, command, now, out)
         except ProtocolError as exc:
@@ -465,7 +467,9 @@ class BrokerCore:
             max(0.0, penalty - elapsed * rate),
         )
 
-    def _take_token(self, session: Session, now: float, out: list[Output]) -> bool:
+    def _take_token(
+        self, session: Session, now: float, out: list[Output], ref: str | None = None
+    ) -> bool:
         """Charge one envelope to the session's bucket; False if it is refused."""
         rate = self.config.rate_limit
         if rate <= 0:
@@ -488,16 +492,15 @@ class BrokerCore:
             self._drop(session, LeaveReason.FLOOD, None, now, out)
         elif session.penalty <= self.config.rate_burst:
             # Past that, the flooder is not reading its errors either: save the bytes.
-            self._reply(
-                session.peer,
-                {
-                    "type": "error",
-                    "code": "rate_limited",
-                    "reason": f"more than {rate:g} envelopes per second",
-                    "limit": rate,
-                },
-                out,
-            )
+            envelope: dict[str, Any] = {
+                "type": "error",
+                "code": "rate_limited",
+                "reason": f"more than {rate:g} envelopes per second",
+                "limit": rate,
+            }
+            if ref is not None:
+                envelope["re"] = ref
+            self._reply(session.peer, envelope, out)
         else:
             self.counters.drops["rate_limited"] += 1
         return False

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from zchat.client import BrokerError, Client, Event, ZchatError
 from zchat.commands import Chat, InputError, SlashCommand, help_text, parse_input
+from zchat.protocol import ProtocolError
 from zchat.text import clean, format_event
 
 
@@ -108,7 +109,8 @@ class LineMode:
             return await self.command(parsed)
         except InputError as exc:
             self.show(f"!!! {exc}")
-        except BrokerError as exc:
+        except (BrokerError, ProtocolError) as exc:
+            # ProtocolError: a room or nick refused before sending (too long, ...).
             self.show(f"!!! {exc.code}: {clean(exc.reason)}")
         except (ZchatError, TimeoutError) as exc:
             self.show(f"!!! {exc or 'no answer from the broker'}")

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from rich.table import Table
 from rich.text import Text
 
+from zchat.client import CurveKeys
 from zchat.protocol import ProtocolError, pack, unpack
 from zchat.text import clean
 
@@ -37,7 +38,12 @@ class StatsProbe:
     """A DEALER that asks one broker for ``stats``; replies to older asks are skipped."""
 
     def __init__(
-        self, router: str, *, timeout: float = 2.0, context: zmq.Context[Any] | None = None
+        self,
+        router: str,
+        *,
+        timeout: float = 2.0,
+        context: zmq.Context[Any] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.router = router
         self.timeout = timeout
@@ -47,6 +53,10 @@ class StatsProbe:
         self._sock.setsockopt(zmq.LINGER, 0)
         # Nothing queues for an absent broker, so a late answer cannot pile up.
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        if curve is not None:
+            self._sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
+            self._sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+            self._sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
         self._sock.connect(router)
         self._prefix = secrets.token_hex(4)
         self._n = 0

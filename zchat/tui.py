@@ -16,8 +16,8 @@ import itertools
 import logging
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from rich.cells import cell_len
@@ -28,7 +28,7 @@ from textual.app import App, ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Input, RichLog, Static, Tab, Tabs
+from textual.widgets import ContentSwitcher, Footer, Input, RichLog, Static, Tab, Tabs
 
 from zchat.client import BrokerError, Client, Event, ZchatError
 from zchat.commands import Chat, InputError, SlashCommand, complete, help_text, parse_input
@@ -185,21 +185,12 @@ def rule_line(label: str) -> Text:
 # ---------------------------------------------------------------- widgets
 
 
-@dataclass(slots=True)
-class RoomView:
-    """The app's side of one room: its lines and unread state."""
+class ChatLog(RichLog, can_focus=False):
+    """One room's log: keeps its lines, follows new ones while at the bottom, rewraps.
 
-    name: str
-    tab: Tab
-    lines: deque[Text] = field(default_factory=lambda: deque(maxlen=SCROLLBACK))
-    unread: int = 0
-    mentioned: bool = False
-    in_history: bool = False
-    mounted: AwaitComplete | None = None
-
-
-class ChatLog(RichLog):
-    """The message log: follows new lines while at the bottom, rewraps on resize."""
+    Every room has its own, so switching rooms is instant and keeps each
+    room's scroll position; a log renders nothing until it is first shown.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
@@ -211,23 +202,27 @@ class ChatLog(RichLog):
             min_width=20,
             **kwargs,
         )
-        self._source: Iterable[Text] = ()
+        self.source: deque[Text] = deque(maxlen=SCROLLBACK)
         self._shown_width = 0
 
-    def show(self, lines: Iterable[Text]) -> None:
-        """Replace the log's content with ``lines`` and follow the bottom again."""
-        self._source = lines
+    def add(self, line: Text) -> None:
+        self.source.append(line)
+        self._write_line(line)
+
+    def redraw(self) -> None:
+        """Render every kept line again (at a new width) and follow the bottom."""
         self.clear()
-        for line in lines:
-            self.add(line)
+        for line in self.source:
+            self._write_line(line)
         self.anchor()
 
-    def add(self, line: Text) -> None:
+    def _write_line(self, line: Text) -> None:
         """Write one line; a long message wraps under its own text, not under the time."""
         if not self._shown_width:
             return  # not laid out yet: the first resize shows everything
         cut = line.plain.find(" │ ") + 3
-        width = self.scrollable_content_region.width
+        # The last width seen: a hidden log (another room's) has none of its own.
+        width = self._shown_width
         # An explicit width: RichLog would measure against the console's width.
         if cut < 3 or width <= cut + 10 or cell_len(line.plain) <= width:
             self.write(line, width=width)
@@ -261,7 +256,7 @@ class ChatLog(RichLog):
         width = self.scrollable_content_region.width
         if width and width != self._shown_width:
             self._shown_width = width
-            self.show(self._source)
+            self.redraw()
 
 
 class ChatInput(Input):
@@ -336,6 +331,31 @@ class ChatInput(Input):
         self._cycle = (head, tail, candidates, index, self.value)
 
 
+@dataclass(slots=True)
+class RoomView:
+    """The app's side of one room: its tab, its log and unread state."""
+
+    name: str
+    tab: Tab
+    log: ChatLog
+    unread: int = 0
+    mentioned: bool = False
+    in_history: bool = False
+    mounted: AwaitComplete | None = None
+
+    @property
+    def lines(self) -> deque[Text]:
+        return self.log.source
+
+
+class RoomTabs(Tabs, can_focus=False):
+    """Room tabs that leave the keyboard to the input line when clicked."""
+
+
+class Sidebar(VerticalScroll, can_focus=False):
+    """The user list."""
+
+
 # ---------------------------------------------------------------- the app
 
 
@@ -350,12 +370,13 @@ class ChatApp(App[int]):
     #header-state { width: auto; padding: 0 1; }
     #rooms { height: 2; }
     #body { height: 1fr; }
-    #log {
-        width: 1fr;
+    #logs { width: 1fr; }
+    ChatLog {
         border: none;
         padding: 0 1;
         scrollbar-gutter: stable;
         scrollbar-size-vertical: 1;
+        scrollbar-background: $surface;
     }
     #sidebar { width: 24; border-left: solid $panel-lighten-2; padding: 0 1; }
     #input { border: tall $panel-lighten-2; }
@@ -375,10 +396,9 @@ class ChatApp(App[int]):
         self.client = client
         self.views: dict[str, RoomView] = {}
         #: Where local lines go when no room is open.
-        self.home = deque[Text](maxlen=SCROLLBACK)
+        self.home = ChatLog(id="log-home")
         self.current: str | None = None
         self.state = "connected" if client.connected else "reconnecting"
-        self.state_text = ""
         self.dm_nicks: list[str] = []
         self._tab_ids = itertools.count(1)
         self._lines: asyncio.Queue[str] = asyncio.Queue()
@@ -390,10 +410,11 @@ class ChatApp(App[int]):
         with Horizontal(id="header"):
             yield Static(id="header-room", markup=False)
             yield Static(id="header-state", markup=False)
-        yield Tabs(id="rooms")
+        yield RoomTabs(id="rooms")
         with Horizontal(id="body"):
-            yield ChatLog(id="log")
-            with VerticalScroll(id="sidebar"):
+            with ContentSwitcher(id="logs", initial="log-home"):
+                yield self.home
+            with Sidebar(id="sidebar"):
                 yield Static(id="users", markup=False)
         yield ChatInput(self._known_nicks, id="input", placeholder="Message, or /help for commands")
         yield Footer()
@@ -412,12 +433,17 @@ class ChatApp(App[int]):
     async def _ensure_view(self, room: str) -> RoomView:
         view = self.views.get(room)
         if view is None:
-            tab = Tab(Text(clean(room)), id=f"room-{next(self._tab_ids)}")
-            view = RoomView(room, tab)
+            n = next(self._tab_ids)
+            view = RoomView(room, Tab(Text(clean(room)), id=f"room-{n}"), ChatLog(id=f"log-{n}"))
             self.views[room] = view
-            view.mounted = self.query_one(Tabs).add_tab(tab)
-        if view.mounted is not None:
+            view.mounted = AwaitComplete(
+                self.query_one(Tabs).add_tab(view.tab),
+                self.query_one(ContentSwitcher).add_content(view.log),
+            )
+        if view.mounted is not None and not view.mounted.is_done:
             await view.mounted
+            if room == self.current:
+                self._switch(room)  # switched to before its tab existed
         return view
 
     async def _drop_view(self, room: str) -> None:
@@ -427,6 +453,9 @@ class ChatApp(App[int]):
         tabs = self.query_one(Tabs)
         await tabs.remove_tab(view.tab)
         if self.current == room:
+            self.query_one(ContentSwitcher).current = self.home.id
+        await view.log.remove()
+        if self.current == room:
             self._switch(self._room_of_tab(tabs.active) or next(iter(self.views), None))
 
     def _room_of_tab(self, tab_id: str | None) -> str | None:
@@ -435,14 +464,17 @@ class ChatApp(App[int]):
     def _switch(self, room: str | None) -> None:
         self.current = room
         view = self.views.get(room) if room is not None else None
+        log = self.home
         if view is not None:
             view.unread = 0
             view.mentioned = False
             self._relabel(view)
-            tabs = self.query_one(Tabs)
-            if tabs.active != view.tab.id:
-                tabs.active = view.tab.id or ""
-        self.query_one(ChatLog).show(view.lines if view is not None else self.home)
+            if view.mounted is None or view.mounted.is_done:
+                log = view.log
+                tabs = self.query_one(Tabs)
+                if tabs.active != view.tab.id:
+                    tabs.active = view.tab.id or ""
+        self.query_one(ContentSwitcher).current = log.id
         self._refresh_users()
         self._refresh_header()
 
@@ -455,19 +487,19 @@ class ChatApp(App[int]):
     def _current_view(self) -> RoomView | None:
         return self.views.get(self.current) if self.current is not None else None
 
+    @property
+    def current_log(self) -> ChatLog:
+        view = self._current_view()
+        return view.log if view is not None else self.home
+
     def _add(self, room: str | None, line: Text, *, history: bool = False) -> None:
         """Append to a room's lines (the open one if ``room`` is None)."""
         view = self.views.get(room) if room is not None else self._current_view()
-        lines = view.lines if view is not None else self.home
-        new = [line]
+        log = view.log if view is not None else self.home
         if view is not None and history != view.in_history:
-            new.insert(0, rule_line("earlier messages" if history else "now"))
+            log.add(rule_line("earlier messages" if history else "now"))
             view.in_history = history
-        lines.extend(new)
-        if view is None or view.name == self.current:
-            log = self.query_one(ChatLog)
-            for item in new:
-                log.add(item)
+        log.add(line)
 
     def show_info(self, text: str, *, error: bool = False) -> None:
         self._add(None, info_line(text, error=error))
@@ -513,15 +545,14 @@ class ChatApp(App[int]):
 
     async def _pump_events(self) -> None:
         async for event in self.client.events():
-            await self.on_chat_event(event)
+            await self.show_event(event)
 
-    async def on_chat_event(self, event: Event) -> None:
+    async def show_event(self, event: Event) -> None:
         """Show one event from the client: in its room, or in the open one."""
         kind = event.type
         line = event_line(event, self.client.nick)
         if kind == "status":
             self.state = str(event.data.get("state", self.state))
-            self.state_text = str(event.data.get("text", ""))
             self._refresh_header()
         room = event.room
         if kind in ("msg", "join", "leave", "topic", "nick") and room is not None:
@@ -649,7 +680,7 @@ class ChatApp(App[int]):
         self._switch(rooms[(index + step) % len(rooms)])
 
     def action_page(self, step: int) -> None:
-        log = self.query_one(ChatLog)
+        log = self.current_log
         if step < 0:
             log.scroll_page_up(animate=False)
         else:
