@@ -166,9 +166,10 @@ class ZchatProcess:
             self.seen.append(line)
             if match(line):
                 return line
+        seen = [line[:300] for line in self.seen[-20:]]
         pytest.fail(
             f"{self.args[:3]}: no line matching {pattern!r} within {timeout}s\n"
-            f"stdout: {self.seen[-20:]}\nstderr: {self.stderr_lines[-20:]}"
+            f"stdout: {seen}\nstderr: {self.stderr_lines[-20:]}"
         )
 
     def expect_json(self, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:

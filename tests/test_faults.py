@@ -198,7 +198,18 @@ async def test_frozen_subscriber_is_bounded_and_repaired(
     zchat_proc: Callable[..., ZchatProcess], zctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     broker, router, pub = broker_process(zchat_proc, "--rate-limit", "0", "--history", "300")
-    frozen = zchat_proc("client", "--nick", "frozen", "--router", router, "--pub", pub, "--json")
+    frozen = zchat_proc(
+        "client",
+        "--nick",
+        "frozen",
+        "--router",
+        router,
+        "--pub",
+        pub,
+        "--json",
+        "--log-level",
+        "info",
+    )
     frozen.expect_json(type="join", nick="frozen", timeout=20)
     # A subscriber that never reads at all (and never registers).
     deaf = zctx.socket(zmq.SUB)
@@ -315,11 +326,14 @@ async def test_flooder_is_limited_and_others_unaffected(
 
 
 async def test_broker_killed_under_load_loses_and_doubles_nothing(
-    zchat_proc: Callable[..., ZchatProcess],
+    zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
 ) -> None:
+    # With --db, what the killed broker published was committed first, so the
+    # watcher repairs what it missed in flight; without it that is lost for good.
+    db = str(tmp_path / "chat.db")
     router_port, pub_port = free_port(), free_port()
     broker, router, pub = broker_process(
-        zchat_proc, "--rate-limit", "0", router=router_port, pub=pub_port
+        zchat_proc, "--rate-limit", "0", "--db", db, router=router_port, pub=pub_port
     )
     nicks = [f"talker{i}" for i in range(4)]
     per_talker = 40
@@ -341,7 +355,13 @@ async def test_broker_killed_under_load_loses_and_doubles_nothing(
                     broker.wait()
                     killed_at = time.time()
                     broker, _, _ = broker_process(
-                        zchat_proc, "--rate-limit", "0", router=router_port, pub=pub_port
+                        zchat_proc,
+                        "--rate-limit",
+                        "0",
+                        "--db",
+                        db,
+                        router=router_port,
+                        pub=pub_port,
                     )
                     restarted_at = time.time()
                 await asyncio.sleep(0.02)  # load generation pace, not synchronisation

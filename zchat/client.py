@@ -90,6 +90,10 @@ class BrokerError(ZchatError):
         self.data = dict(data or {})
 
 
+class Unregistered(BrokerError):
+    """The broker no longer knows this client (it restarted); registering again."""
+
+
 class RegistrationError(BrokerError):
     """``hello`` was refused: ``nick_taken``, ``bad_nick``, ``full``, ..."""
 
@@ -209,6 +213,7 @@ class Client:
         self._events: deque[Event] = deque(maxlen=MAX_QUEUED_EVENTS)
         self._event_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._readers: list[asyncio.Task[None]] = []
         self._last_heard = 0.0
         self._silent = False
         self._registered = asyncio.Event()
@@ -241,21 +246,11 @@ class Client:
 
     async def connect(self) -> None:
         """Register with the broker; raises ``ConnectTimeout`` or ``RegistrationError``."""
-        self._dealer = self._socket(zmq.DEALER)
-        # Nothing queues for a broker that is not there: a ping from before an
-        # outage must not arrive after it, and unconfirmed messages are resent.
-        self._dealer.setsockopt(zmq.IMMEDIATE, 1)
+        dealer = self._new_dealer()
         # Handshake events turn a bare timeout into "wrong key", "needs CURVE", ...
-        watch = HandshakeWatch(self._dealer)
+        watch = HandshakeWatch(dealer)
         try:
-            self._dealer.connect(self.router)
-            self._sender = zmq.Socket.shadow(self._dealer.underlying)
-            self._sub = self._socket(zmq.SUB)
-            self._sub.connect(self.pub)
-            self._tasks = [
-                asyncio.create_task(self._read_dealer(), name="zchat-dealer"),
-                asyncio.create_task(self._read_sub(), name="zchat-sub"),
-            ]
+            self._start_sockets(dealer)
             await self._register(asyncio.get_running_loop().time() + self.connect_timeout)
         except ConnectTimeout:
             hint = watch.diagnose(curve=self._curve is not None)
@@ -285,6 +280,38 @@ class Client:
                     await asyncio.wait_for(self._left, 1.0)
         await self._teardown()
 
+    def _new_dealer(self) -> zmq.asyncio.Socket:
+        dealer = self._socket(zmq.DEALER)
+        # Nothing queues for a broker that is not there: a ping from before an
+        # outage must not arrive after it, and unconfirmed messages are resent.
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        return dealer
+
+    def _start_sockets(self, dealer: zmq.asyncio.Socket) -> None:
+        """Connect ``dealer`` and a new SUB, and start reading both."""
+        self._dealer = dealer
+        dealer.connect(self.router)
+        self._sender = zmq.Socket.shadow(dealer.underlying)
+        self._sub = self._socket(zmq.SUB)
+        self._sub.connect(self.pub)
+        self._readers = [
+            asyncio.create_task(self._read_dealer(), name="zchat-dealer"),
+            asyncio.create_task(self._read_sub(), name="zchat-sub"),
+        ]
+
+    async def _stop_sockets(self) -> None:
+        readers, self._readers = self._readers, []
+        for task in readers:
+            task.cancel()
+        for task in readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sock in (self._dealer, self._sub):
+            if sock is not None:
+                sock.close(0)
+        self._dealer = self._sub = None
+        self._sender = None
+
     async def _teardown(self) -> None:
         extra = [self._recovering] if self._recovering else []
         for task in self._tasks + extra + list(self._background):
@@ -293,11 +320,7 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        for sock in (self._dealer, self._sub):
-            if sock is not None:
-                sock.close(0)
-        self._dealer = self._sub = None
-        self._sender = None
+        await self._stop_sockets()
         if self._own_context:
             self._context.term()
         # Only now: close() may still be waiting for our own leave, an event too.
@@ -568,7 +591,12 @@ class Client:
         limit = self.backlog if history else min(before - after - 1, 500)
         try:
             reply = await self.history(state.name, after=after, before=before, limit=max(limit, 1))
-        except (BrokerError, TimeoutError, ZchatError) as exc:
+        except (TimeoutError, ZchatError) as exc:
+            if isinstance(exc, BrokerError) and exc.code == ErrorCode.NOT_REGISTERED:
+                # A restarted broker that does not know us yet: registering again
+                # fetches this range from where we are, so nothing is missed yet.
+                self._start_recovery("the broker does not know us (restarted?)")
+                raise Unregistered(exc.code, exc.reason, exc.data) from None
             log.info("history of %s unavailable: %s", state.name, exc)
             if not history:
                 self._notice("missed", room=state.name, count=before - after - 1)
@@ -697,6 +725,8 @@ class Client:
         try:
             async with asyncio.timeout(REPAIR_TIMEOUT):
                 await self._fetch(state, after=after, before=before, history=False)
+        except Unregistered:
+            return  # keep holding: the registration under way repairs and releases
         except TimeoutError:
             self._notice("missed", room=state.name, count=before - after - 1)
         state.seq = max(state.seq or 0, before - 1)
@@ -767,11 +797,18 @@ class Client:
         self._recovering = asyncio.create_task(self._recover(why), name="zchat-recover")
 
     async def _recover(self, why: str) -> None:
+        # No pings until the next welcome: one sent on a fresh socket before its
+        # hello would earn a not_registered, and a second recovery after this one.
         self._registered.clear()
+        self._welcomed = False
         self._notice("status", state="reconnecting", text=f"{why}; registering again")
         loop = asyncio.get_running_loop()
         wait = 0.5
         while not self._closed:
+            # Start afresh, as the guide's Lazy Pirate does: whatever the old sockets
+            # hold (a backlog for a session that is gone, a stalled pipe) goes with them.
+            await self._stop_sockets()
+            self._start_sockets(self._new_dealer())
             try:
                 await self._register(loop.time() + max(self.connect_timeout, 3 * self.heartbeat))
             except RegistrationError as exc:
