@@ -88,6 +88,12 @@ def broker(make_broker: Callable[..., BrokerThread]) -> BrokerThread:
 
 
 @pytest.fixture
+def endpoints() -> tuple[str, str]:
+    """Free (router, pub) endpoints on 127.0.0.1, for broker processes."""
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
 def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     """A context whose sockets are all closed with linger 0 at teardown."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -1,14 +1,53 @@
-"""Async helpers for tests that use the client library."""
+"""Helpers shared by the test modules: clients, processes, waiting with deadlines."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import BrokerThread, ZchatProcess
 
 from zchat.client import Client, Event
+
+HEARTBEAT = 0.2
+
+
+def client_for(target: BrokerThread | tuple[str, str], nick: str, **kwargs: Any) -> Client:
+    """A library client for a broker thread, or for (router, pub) endpoints."""
+    router, pub = (target.router, target.pub) if isinstance(target, BrokerThread) else target
+    return Client(nick, router=router, pub=pub, **kwargs)
+
+
+def start_broker(
+    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], *extra: str
+) -> ZchatProcess:
+    """A real ``zchat broker`` process with a short heartbeat."""
+    router, pub = endpoints
+    return zchat_proc(
+        "broker", "--router", router, "--pub", pub, "--heartbeat", str(HEARTBEAT), *extra
+    )
+
+
+def start_client(
+    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], nick: str, *extra: str
+) -> ZchatProcess:
+    """A real ``zchat client`` process (line mode: its stdio are pipes)."""
+    router, pub = endpoints
+    return zchat_proc("client", "--nick", nick, "--router", router, "--pub", pub, *extra)
+
+
+def wait_for_line(lines: list[str], needle: str, timeout: float = 10.0) -> str:
+    """The first line containing ``needle`` in a list a reader thread fills."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(lines):
+            if needle in line:
+                return line
+        time.sleep(0.02)
+    pytest.fail(f"no line with {needle!r} within {timeout}s; saw {lines[-20:]}")
 
 
 async def wait_event(

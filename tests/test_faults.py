@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,8 +23,9 @@ from typing import Any
 import pytest
 import zmq
 from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import until
+from helpers import until, wait_for_line
 
+from benchmarks.faults import open_fds, rss_mib, spread
 from zchat.broker import Broker, CurveServer
 from zchat.client import Client, Event
 from zchat.core import BrokerConfig
@@ -44,41 +44,6 @@ def report(case: str, figures: dict[str, Any]) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / f"{case}.json").write_text(json.dumps(figures, indent=2) + "\n")
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """p50, p99 and max, in milliseconds."""
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p99_ms": round(p99 * 1000, 2),
-        "max_ms": round(ordered[-1] * 1000, 2),
-    }
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise AssertionError("no VmRSS")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_for_line(lines: list[str], needle: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(lines):
-            if needle in line:
-                return line
-        time.sleep(0.02)
-    pytest.fail(f"no line with {needle!r} within {timeout}s; saw {lines[-20:]}")
 
 
 def broker_process(

@@ -11,17 +11,10 @@ from collections.abc import Callable
 import pytest
 import zmq
 from conftest import BrokerThread, ZchatProcess, free_port, recv_until
-from helpers import until, wait_event
+from helpers import HEARTBEAT, client_for, start_broker, start_client, until, wait_event
 
 from zchat.client import Client, ConnectTimeout, RegistrationError
 from zchat.protocol import pack, room_topic, unpack
-
-HEARTBEAT = 0.2
-
-
-def client_for(broker: BrokerThread, nick: str, **kwargs: object) -> Client:
-    return Client(nick, router=broker.router, pub=broker.pub, **kwargs)  # type: ignore[arg-type]
-
 
 # ---------------------------------------------------------------- library
 
@@ -179,25 +172,6 @@ async def test_broker_restart_clients_register_again(
 
 
 # ---------------------------------------------------------------- processes
-
-
-@pytest.fixture
-def endpoints() -> tuple[str, str]:
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-
-
-def start_broker(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
-) -> ZchatProcess:
-    router, pub = endpoints
-    return zchat_proc("broker", "--router", router, "--pub", pub, "--heartbeat", str(HEARTBEAT))
-
-
-def start_client(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], nick: str, *extra: str
-) -> ZchatProcess:
-    router, pub = endpoints
-    return zchat_proc("client", "--nick", nick, "--router", router, "--pub", pub, *extra)
 
 
 def test_cli_conversation_with_json_and_line_mode(

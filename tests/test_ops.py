@@ -8,13 +8,12 @@ import json
 import logging
 import signal
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 
 import pytest
 from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import wait_event
+from helpers import wait_event, wait_for_line
 from prometheus_client import generate_latest
 from rich.console import Console
 
@@ -32,17 +31,6 @@ def render(table: object) -> str:
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(out, str)
     return out
-
-
-def wait_for_line(lines: list[str], needle: str, timeout: float = 10.0) -> str:
-    """The first line containing ``needle`` in a list a reader thread fills."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(lines):
-            if needle in line:
-                return line
-        time.sleep(0.02)
-    pytest.fail(f"no line with {needle!r} within {timeout}s; saw {lines[-20:]}")
 
 
 # ---------------------------------------------------------------- rendering

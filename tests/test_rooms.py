@@ -9,19 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import until, wait_event
+from helpers import client_for, start_broker, start_client, until, wait_event
 
-from zchat.client import Client
 from zchat.protocol import split_pub_frame, unpack
 from zchat.store import SqliteStore
-
-
-def client_for(endpoints: BrokerThread | tuple[str, str], nick: str, **kwargs: object) -> Client:
-    router, pub = (
-        (endpoints.router, endpoints.pub) if isinstance(endpoints, BrokerThread) else endpoints
-    )
-    return Client(nick, router=router, pub=pub, **kwargs)  # type: ignore[arg-type]
-
 
 # ---------------------------------------------------------------- library
 
@@ -271,32 +262,13 @@ async def test_restart_without_db_starts_a_new_epoch_without_false_gaps(
 # ---------------------------------------------------------------- processes
 
 
-@pytest.fixture
-def endpoints() -> tuple[str, str]:
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-
-
-def run_broker(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], *extra: str
-) -> ZchatProcess:
-    router, pub = endpoints
-    return zchat_proc("broker", "--router", router, "--pub", pub, "--heartbeat", "0.2", *extra)
-
-
-def run_client(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], nick: str, *extra: str
-) -> ZchatProcess:
-    router, pub = endpoints
-    return zchat_proc("client", "--nick", nick, "--router", router, "--pub", pub, *extra)
-
-
 def test_cli_slash_commands_in_line_mode(
     zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
 ) -> None:
-    run_broker(zchat_proc, endpoints)
-    robin = run_client(zchat_proc, endpoints, "Robin", "--json")
+    start_broker(zchat_proc, endpoints)
+    robin = start_client(zchat_proc, endpoints, "Robin", "--json")
     robin.expect_json(type="join", nick="Robin")
-    batman = run_client(zchat_proc, endpoints, "Batman")
+    batman = start_client(zchat_proc, endpoints, "Batman")
     batman.expect(r"connected as Batman")
     batman.send("/join cave")
     batman.expect(r"now talking in cave")
@@ -327,8 +299,8 @@ def test_cli_db_keeps_history_topics_and_seq_across_restart(
     zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], tmp_path: object
 ) -> None:
     db = f"{tmp_path}/chat.db"
-    broker = run_broker(zchat_proc, endpoints, "--db", db)
-    batman = run_client(zchat_proc, endpoints, "Batman", "--json")
+    broker = start_broker(zchat_proc, endpoints, "--db", db)
+    batman = start_client(zchat_proc, endpoints, "Batman", "--json")
     batman.expect_json(type="join", nick="Batman")
     batman.send("/topic Gotham")
     batman.expect_json(type="topic", text="Gotham")
@@ -339,8 +311,8 @@ def test_cli_db_keeps_history_topics_and_seq_across_restart(
     assert batman.wait() == 0
     broker.signal(2)
     assert broker.wait() == 0
-    run_broker(zchat_proc, endpoints, "--db", db)
-    robin = run_client(zchat_proc, endpoints, "Robin", "--json")
+    start_broker(zchat_proc, endpoints, "--db", db)
+    robin = start_client(zchat_proc, endpoints, "Robin", "--json")
     old = robin.expect_json(type="msg", text="remember me")
     assert old["history"] is True
     assert old["seq"] == last["seq"]
