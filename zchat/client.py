@@ -10,9 +10,11 @@ Used by the line-mode CLI, the terminal UI and bots alike::
 
 The client proves its SUB live before it registers (a ``sync`` round trip it
 can see on the SUB), so it misses nothing published after its own ``join``.
-It heartbeats, re-registers by itself after a broker restart, drops duplicate
-events by ``seq``, repairs gaps from the broker's history, and resends the
-messages a broker outage may have swallowed (the broker drops duplicates).
+It heartbeats; re-registers by itself, on fresh sockets, when the broker
+restarts or goes silent; drops duplicate events by ``seq`` and messages
+published twice by their id; repairs gaps from the broker's history; and
+resends the messages an outage may have swallowed (the broker drops the
+duplicates it remembers).
 """
 
 from __future__ import annotations
