@@ -356,7 +356,9 @@ async def test_wrong_server_key_fails_within_the_timeout(
 async def test_curve_client_against_a_plain_broker_fails_with_a_hint(
     keys: Keys, broker: BrokerThread
 ) -> None:
-    with pytest.raises(ConnectTimeout, match="does not use CURVE"):
+    # libzmq reports the failed handshake as a protocol error, or (seen under heavy
+    # load) without detail; either way the person is pointed at the CURVE options.
+    with pytest.raises(ConnectTimeout, match="does not use CURVE|CURVE handshake failed"):
         await client_for(broker, "alice", keys.pair("alice"), connect_timeout=1.0).connect()
 
 
