@@ -71,7 +71,7 @@ def make_broker() -> Iterator[Callable[..., BrokerThread]]:
         store: Store | None = None,
         **config: Any,
     ) -> BrokerThread:
-        config.setdefault("heartbeat", 0.2)
+        config.setdefault("heartbeat", 0.5)
         broker = Broker(BrokerConfig(**config), router=router, pub=pub, store=store)
         thread = BrokerThread(broker)
         started.append(thread)

@@ -12,7 +12,7 @@ from conftest import BrokerThread, ZchatProcess
 
 from zchat.client import Client, Event
 
-HEARTBEAT = 0.2
+HEARTBEAT = 0.5
 
 
 def client_for(target: BrokerThread | tuple[str, str], nick: str, **kwargs: Any) -> Client:
@@ -24,7 +24,7 @@ def client_for(target: BrokerThread | tuple[str, str], nick: str, **kwargs: Any)
 def start_broker(
     zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], *extra: str
 ) -> ZchatProcess:
-    """A real ``zchat broker`` process with a short heartbeat."""
+    """A real ``zchat broker`` process; its heartbeat is short, yet safe on a loaded machine."""
     router, pub = endpoints
     return zchat_proc(
         "broker", "--router", router, "--pub", pub, "--heartbeat", str(HEARTBEAT), *extra

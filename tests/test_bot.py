@@ -448,7 +448,7 @@ def curve_setup(tmp_path: Path) -> Iterator[CurveSetup]:
     public, secret = load_secret(client.secret)
     broker = BrokerThread(
         Broker(
-            BrokerConfig(heartbeat=0.2),
+            BrokerConfig(heartbeat=0.5),
             router="tcp://127.0.0.1:*",
             pub="tcp://127.0.0.1:*",
             curve=load_server(server.secret),

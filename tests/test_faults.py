@@ -32,7 +32,7 @@ from zchat.core import BrokerConfig
 from zchat.ops import StatsProbe
 from zchat.protocol import MAX_REPLY_ARRAY, MAX_REPLY_FRAME, pack, unpack
 
-HEARTBEAT = 0.2
+HEARTBEAT = 0.5
 
 
 # ---------------------------------------------------------------- helpers

@@ -289,7 +289,7 @@ def curve_broker() -> Iterator[Callable[..., BrokerThread]]:
     def start(
         curve: CurveServer, *, store: Store | None = None, port: int = 0, **config: Any
     ) -> BrokerThread:
-        config.setdefault("heartbeat", 0.2)
+        config.setdefault("heartbeat", 0.5)
         router = f"tcp://127.0.0.1:{port}" if port else "tcp://127.0.0.1:*"
         broker = Broker(
             BrokerConfig(**config),
@@ -358,7 +358,7 @@ async def test_curve_client_against_a_plain_broker_fails_with_a_hint(
 ) -> None:
     # libzmq reports the failed handshake as a protocol error, or (seen under heavy
     # load) without detail; either way the person is pointed at the CURVE options.
-    with pytest.raises(ConnectTimeout, match="does not use CURVE|CURVE handshake failed"):
+    with pytest.raises(ConnectTimeout, match=r"does not use CURVE|CURVE handshake failed"):
         await client_for(broker, "alice", keys.pair("alice"), connect_timeout=1.0).connect()
 
 
@@ -465,7 +465,7 @@ async def test_nick_ownership_survives_a_broker_restart_with_db(
     keys: Keys, zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
 ) -> None:
     router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    args = ["broker", "--router", router, "--pub", pub, "--heartbeat", "0.2"]
+    args = ["broker", "--router", router, "--pub", pub, "--heartbeat", "0.5"]
     args += ["--db", str(tmp_path / "chat.db"), "--secret-key", str(keys.broker.secret)]
     alice_keys, eve_keys = keys.pair("alice"), keys.pair("eve")
 
