@@ -92,6 +92,10 @@ class BrokerError(ZchatError):
         self.data = dict(data or {})
 
 
+class NotConnected(ZchatError):
+    """No connection to the broker to send on (it is down, or restarting)."""
+
+
 class Unregistered(BrokerError):
     """The broker no longer knows this client (it restarted); registering again."""
 
@@ -464,7 +468,7 @@ class Client:
         self._pending[ref] = future
         try:
             if not self._send({**envelope, "id": ref}):
-                raise ZchatError("not connected to the broker")
+                raise NotConnected("not connected to the broker")
             reply = await asyncio.wait_for(future, timeout or self.connect_timeout)
         finally:
             self._pending.pop(ref, None)
@@ -587,18 +591,22 @@ class Client:
             state.seq = joined_at - 1
         self._release(state)
 
-    async def _fetch(self, state: RoomState, *, after: int, before: int, history: bool) -> None:
+    async def _fetch(
+        self, state: RoomState, *, after: int, before: int, history: bool, repair: bool = False
+    ) -> None:
         if before - after <= 1:
             return
         limit = self.backlog if history else min(before - after - 1, 500)
         try:
             reply = await self.history(state.name, after=after, before=before, limit=max(limit, 1))
         except (TimeoutError, ZchatError) as exc:
-            if isinstance(exc, BrokerError) and exc.code == ErrorCode.NOT_REGISTERED:
-                # A restarted broker that does not know us yet: registering again
-                # fetches this range from where we are, so nothing is missed yet.
+            unknown = isinstance(exc, BrokerError) and exc.code == ErrorCode.NOT_REGISTERED
+            restarting = unknown or isinstance(exc, NotConnected)
+            if not history and (restarting or (repair and self._recovering_now)):
+                # The broker restarted, or is restarting: registering again fetches
+                # this range from where we are, so nothing counts as missed yet.
                 self._start_recovery("the broker does not know us (restarted?)")
-                raise Unregistered(exc.code, exc.reason, exc.data) from None
+                raise Unregistered(ErrorCode.NOT_REGISTERED, str(exc)) from None
             log.info("history of %s unavailable: %s", state.name, exc)
             if not history:
                 self._notice("missed", room=state.name, count=before - after - 1)
@@ -726,7 +734,7 @@ class Client:
     async def _repair(self, state: RoomState, after: int, before: int) -> None:
         try:
             async with asyncio.timeout(REPAIR_TIMEOUT):
-                await self._fetch(state, after=after, before=before, history=False)
+                await self._fetch(state, after=after, before=before, history=False, repair=True)
         except Unregistered:
             return  # keep holding: the registration under way repairs and releases
         except TimeoutError:
@@ -792,6 +800,10 @@ class Client:
                 )
                 # A broker that lost us may never answer a ping we cannot send.
                 self._start_recovery("the broker went silent")
+
+    @property
+    def _recovering_now(self) -> bool:
+        return self._recovering is not None and not self._recovering.done()
 
     def _start_recovery(self, why: str) -> None:
         if self._closed or (self._recovering is not None and not self._recovering.done()):
