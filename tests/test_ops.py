@@ -209,7 +209,8 @@ async def test_broker_serves_metrics_and_json_logs(
     assert "zchat_registrations_total 1.0" in text
     assert 'zchat_batch_seconds_bucket{le="+Inf"}' in text
     count = next(line for line in text.splitlines() if line.startswith("zchat_batch_seconds_count"))
-    assert float(count.split()[1]) >= 2
+    # At least one drained batch was timed (a loaded machine may drain everything at once).
+    assert float(count.split()[1]) >= 1
     broker.signal(signal.SIGTERM)
     assert broker.wait() == 0
     wait_for_line(broker.stderr_lines, "broker stopped")
