@@ -409,9 +409,9 @@ async def test_random_bytes_connections_do_not_hurt_the_broker(
         probe.close()
     async with Client("after", router=router, pub=pub) as client:
         await client.say("still fine")
-    assert broker.proc.poll() is None
-    assert fds_after <= fds_before + 5
-    assert rss_after - rss_before < 32
+    assert broker.proc.poll() is None, broker.stderr_lines[-10:]
+    assert fds_after <= fds_before + 5, (fds_before, fds_after)
+    assert rss_after - rss_before < 32, (rss_before, rss_after)
     report(
         "random_bytes_ci",
         {

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from zchat import client as client_lib
-from zchat.broker import DEFAULT_PUB, DEFAULT_ROUTER, Broker
+from zchat.broker import DEFAULT_PUB, DEFAULT_ROUTER, StartError, serve
 from zchat.client import Client, ConnectTimeout, RegistrationError, ZchatError
 from zchat.core import BrokerConfig
 from zchat.protocol import ProtocolError, check_nick
@@ -164,64 +164,18 @@ def broker(
         rate_burst=rate_burst,
         text_limit=text_limit,
     )
-    store = None
-    if db is not None:
-        from zchat.store import SqliteStore
-
-        try:
-            store = SqliteStore(db, history)
-        except Exception as exc:
-            raise fail(f"cannot open database {db}: {exc}") from None
     try:
-        server = Broker(config, router=router, pub=pub, store=store, curve=curve)
-    except Exception as exc:
-        raise fail(f"cannot start the broker: {exc}") from None
-    if curve is not None:
-        logging.getLogger("zchat.broker").info(
-            "CURVE on, public key %s; %s",
-            curve.public.decode(),
-            f"allow list {allow}" if allow is not None else "any client key (open enrolment)",
+        serve(
+            config,
+            router=router,
+            pub=pub,
+            db=db,
+            curve=curve,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
-    metrics = None
-    if metrics_port is not None:
-        from zchat.ops import Metrics
-
-        metrics = Metrics(server.core.snapshot)
-        try:
-            bound = metrics.serve(metrics_port, metrics_host)
-        except OSError as exc:
-            server.close(farewell=False)
-            raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
-        server.on_batch = metrics.observe_batch
-        logging.getLogger("zchat.broker").info(
-            "metrics at http://%s:%d/metrics", metrics_host, bound
-        )
-
-    def on_signal(signum: int, frame: object) -> None:
-        server.stop()
-
-    def on_hangup(signum: int, frame: object) -> None:
-        if server.auth is not None:
-            try:
-                count = server.auth.reload()
-            except SecurityError as exc:
-                logging.getLogger("zchat.broker").error("allow list kept: %s", exc)
-            else:
-                logging.getLogger("zchat.broker").info("allow list: %d keys", count)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    if allow is not None:
-        signal.signal(signal.SIGHUP, on_hangup)
-    try:
-        server.run()
-    finally:
-        server.close()
-        if metrics is not None:
-            metrics.close()
-        if store is not None:
-            store.close()
-    logging.getLogger("zchat.broker").info("broker stopped")
+    except StartError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()
