@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,15 +40,15 @@ def start_client(
     return zchat_proc("client", "--nick", nick, "--router", router, "--pub", pub, *extra)
 
 
-def wait_for_line(lines: list[str], needle: str, timeout: float = 10.0) -> str:
-    """The first line containing ``needle`` in a list a reader thread fills."""
+def wait_for_line(lines: list[str], pattern: str, timeout: float = 10.0) -> str:
+    """The first line matching the regex ``pattern`` in a list a reader thread fills."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in list(lines):
-            if needle in line:
+            if re.search(pattern, line):
                 return line
         time.sleep(0.02)
-    pytest.fail(f"no line with {needle!r} within {timeout}s; saw {lines[-20:]}")
+    pytest.fail(f"no line matching {pattern!r} within {timeout}s; saw {lines[-20:]}")
 
 
 async def wait_event(

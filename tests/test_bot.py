@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import wait_event
+from helpers import wait_event, wait_for_line
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,17 +41,6 @@ TIME_RE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 
 def env_for(broker: BrokerThread, **extra: str) -> dict[str, str]:
     return {"ZCHAT_ROUTER": broker.router, "ZCHAT_PUB": broker.pub, **extra}
-
-
-def stderr_line(proc: ZchatProcess, pattern: str, timeout: float = 5.0) -> str:
-    """A stderr line matching ``pattern``; its reader thread may lag the exit a little."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(proc.stderr_lines):
-            if re.search(pattern, line):
-                return line
-        time.sleep(0.01)
-    pytest.fail(f"no stderr line matching {pattern!r}; stderr: {proc.stderr_lines[-10:]}")
 
 
 def said_by(nick: str, text: str | None = None) -> Callable[[Event], bool]:
@@ -369,7 +358,7 @@ def test_bot_process_usage_errors(
 ) -> None:
     proc = zchat_proc("bot", *args)
     assert proc.wait() == 2
-    stderr_line(proc, message)
+    wait_for_line(proc.stderr_lines, message)
     assert not any("Traceback" in line for line in proc.stderr_lines)
 
 
@@ -380,7 +369,7 @@ def test_bot_process_without_broker(zchat_proc: Callable[..., ZchatProcess]) -> 
         "--router", f"tcp://127.0.0.1:{port}", "--pub", f"tcp://127.0.0.1:{free_port()}",
     )  # fmt: skip
     assert proc.wait() == 3
-    stderr_line(proc, "^zchat: no broker answered at tcp://127.0.0.1:")
+    wait_for_line(proc.stderr_lines, "^zchat: no broker answered at tcp://127.0.0.1:")
 
 
 # ---------------------------------------------------------------- ping
@@ -420,14 +409,14 @@ def test_ping_process_failure_is_bounded_and_clear(
     # A hang guard, not a performance figure: the timeout is honoured, not exceeded by much.
     assert proc.wait(timeout=20) == 3
     assert time.monotonic() - started < 20
-    line = stderr_line(proc, "no broker")
+    line = wait_for_line(proc.stderr_lines, "no broker")
     assert line == f"zchat: no broker answered at {router} within 0.5s"
 
 
 def test_ping_process_bad_endpoint(zchat_proc: Callable[..., ZchatProcess]) -> None:
     proc = zchat_proc("ping", "--router", "nonsense", "--timeout", "0.5")
     assert proc.wait() == 2
-    stderr_line(proc, "^zchat: bad endpoint 'nonsense'")
+    wait_for_line(proc.stderr_lines, "^zchat: bad endpoint 'nonsense'")
 
 
 # ---------------------------------------------------------------- CURVE

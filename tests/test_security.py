@@ -18,7 +18,7 @@ import pytest
 import zmq
 import zmq.auth
 from conftest import BrokerThread, ZchatProcess, free_port, recv_until
-from helpers import wait_event
+from helpers import wait_event, wait_for_line
 from test_core import A, B, C, Conversation
 
 from zchat.broker import Broker, CurveServer
@@ -545,17 +545,6 @@ async def test_max_clients_holds(make_broker: Callable[..., BrokerThread]) -> No
 # ====================================================================== command line
 
 
-def wait_stderr(proc: ZchatProcess, pattern: str, timeout: float = 10.0) -> str:
-    """The stderr line containing ``pattern`` (read by a thread, so poll to a deadline)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(proc.stderr_lines):
-            if pattern in line:
-                return line
-        time.sleep(0.02)
-    pytest.fail(f"no stderr line with {pattern!r}; saw {proc.stderr_lines[-10:]}")
-
-
 def test_cli_keygen_broker_and_clients_over_curve(
     zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
 ) -> None:
@@ -595,13 +584,13 @@ def test_cli_keygen_broker_and_clients_over_curve(
     # A plaintext client, and one whose key is not listed: clear, non-zero, in time.
     plain = zchat_proc("client", "--nick", "mallory", *endpoints, "--connect-timeout", "1")
     assert plain.wait(10) == 3
-    wait_stderr(plain, "--server-key")
+    wait_for_line(plain.stderr_lines, "--server-key")
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
     stranger = zchat_proc(
         "client", "--nick", "eve", *endpoints, *server, "--connect-timeout", "1", env=env
     )
     assert stranger.wait(10) == 3
-    wait_stderr(stranger, "refused our key")
+    wait_for_line(stranger.stderr_lines, "refused our key")
     # Its keypair was made on first use, owner-only.
     made = tmp_path / "config" / "zchat" / "client.key_secret"
     assert stat.S_IMODE(made.stat().st_mode) == 0o600
@@ -613,14 +602,14 @@ def test_cli_refuses_bad_security_options(
 ) -> None:
     lonely = zchat_proc("broker", "--allow", str(tmp_path))
     assert lonely.wait(10) == 2
-    wait_stderr(lonely, "--allow needs --secret-key")
+    wait_for_line(lonely.stderr_lines, "--allow needs --secret-key")
     public = generate_keypair(tmp_path, "broker").public
     wrong = zchat_proc("broker", "--secret-key", str(public))
     assert wrong.wait(10) == 2
-    wait_stderr(wrong, "no secret key")
+    wait_for_line(wrong.stderr_lines, "no secret key")
     key_only = zchat_proc("client", "--nick", "a", "--key", str(public))
     assert key_only.wait(10) == 2
-    wait_stderr(key_only, "--key needs --server-key")
+    wait_for_line(key_only.stderr_lines, "--key needs --server-key")
 
 
 def test_broker_socket_options_enforce_zap(keys: Keys) -> None:
