@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -297,13 +298,25 @@ def redis_receiver(conn: Connection, sockets: int, expected: int, quiet: float, 
         pubsub.close()
 
 
-def setup_redis(started: list[Any], n: int) -> Setup:
-    server = start_redis()
+def _setup_peer(
+    started: list[Any],
+    n: int,
+    name: str,
+    start: Callable[[], ServerProcess],
+    sender: Callable[..., None],
+    receiver: Callable[..., None],
+) -> Setup:
+    """Start a peer's server and its sender; every process goes into ``started``."""
+    server = start()
     started.append(server)
-    source = spawn("redis-sender", redis_sender, server.port, n)
+    source = spawn(f"{name}-sender", sender, server.port, n)
     started.append(source)
     expect(source, "ready", 30)
-    return Setup(source, server.pid, redis_receiver, (server.port,))
+    return Setup(source, server.pid, receiver, (server.port,))
+
+
+def setup_redis(started: list[Any], n: int) -> Setup:
+    return _setup_peer(started, n, "redis", start_redis, redis_sender, redis_receiver)
 
 
 # ---------------------------------------------------------------- nats
@@ -397,12 +410,7 @@ def nats_receiver(conn: Connection, sockets: int, expected: int, quiet: float, p
 
 
 def setup_nats(started: list[Any], n: int) -> Setup:
-    server = start_nats()
-    started.append(server)
-    source = spawn("nats-sender", nats_sender, server.port, n)
-    started.append(source)
-    expect(source, "ready", 30)
-    return Setup(source, server.pid, nats_receiver, (server.port,))
+    return _setup_peer(started, n, "nats", start_nats, nats_sender, nats_receiver)
 
 
 def hiredis() -> bool:

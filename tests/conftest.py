@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zmq
 
-from zchat.broker import Broker
+from zchat.broker import Broker, CurveServer
 from zchat.core import BrokerConfig, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,10 +69,11 @@ def make_broker() -> Iterator[Callable[..., BrokerThread]]:
         router: str = "tcp://127.0.0.1:*",
         pub: str = "tcp://127.0.0.1:*",
         store: Store | None = None,
+        curve: CurveServer | None = None,
         **config: Any,
     ) -> BrokerThread:
         config.setdefault("heartbeat", 0.5)
-        broker = Broker(BrokerConfig(**config), router=router, pub=pub, store=store)
+        broker = Broker(BrokerConfig(**config), router=router, pub=pub, store=store, curve=curve)
         thread = BrokerThread(broker)
         started.append(thread)
         return thread

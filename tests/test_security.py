@@ -10,7 +10,7 @@ import asyncio
 import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -283,28 +283,14 @@ def keys(tmp_path: Path) -> Keys:
 
 
 @pytest.fixture
-def curve_broker() -> Iterator[Callable[..., BrokerThread]]:
-    started: list[BrokerThread] = []
+def curve_broker(make_broker: Callable[..., BrokerThread]) -> Callable[..., BrokerThread]:
+    """``make_broker`` with the CURVE server keys as first argument."""
 
-    def start(
-        curve: CurveServer, *, store: Store | None = None, port: int = 0, **config: Any
-    ) -> BrokerThread:
-        config.setdefault("heartbeat", 0.5)
+    def start(curve: CurveServer, *, port: int = 0, **kwargs: Any) -> BrokerThread:
         router = f"tcp://127.0.0.1:{port}" if port else "tcp://127.0.0.1:*"
-        broker = Broker(
-            BrokerConfig(**config),
-            router=router,
-            pub="tcp://127.0.0.1:*",
-            store=store,
-            curve=curve,
-        )
-        thread = BrokerThread(broker)
-        started.append(thread)
-        return thread
+        return make_broker(curve=curve, router=router, **kwargs)
 
-    yield start
-    for thread in started:
-        thread.stop()
+    return start
 
 
 def client_for(broker: BrokerThread, nick: str, curve: CurveKeys | None, **kw: Any) -> Client:

@@ -210,8 +210,9 @@ class Client:
         # Again at once, where the asyncio socket would hide it in a future.
         self._sender: zmq.Socket[bytes] | None = None
         self._sub: zmq.asyncio.Socket | None = None
-        self._token = secrets.token_hex(8)
-        self._ids = (f"{self._token[:6]}-{n}" for n in itertools.count(1))
+        # Unique across restarts of this program too: the broker dedupes by (nick, id).
+        prefix = secrets.token_hex(3)
+        self._ids = (f"{prefix}-{n}" for n in itertools.count(1))
         self._session: str | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._syncs: dict[str, asyncio.Future[None]] = {}
@@ -788,7 +789,7 @@ class Client:
             await asyncio.sleep(self.heartbeat)
             # From the welcome on, even while backlog or a gap repair is still
             # loading: a slow fetch must not get the new session dropped as silent.
-            if self._registered.is_set() or self._welcomed:
+            if self._welcomed:
                 self._send({"type": "ping"})
             silence = time.monotonic() - self._last_heard
             if not self._silent and silence > 3 * self.heartbeat:
