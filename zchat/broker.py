@@ -131,8 +131,10 @@ class Broker:
                 self._drain()
             now = self._clock()
             if now >= next_tick:
-                self._send(self.core.tick(now))
+                # Commit first, as _drain does: timeouts publish leave events too.
+                outputs = self.core.tick(now)
                 self.core.store.flush()
+                self._send(outputs)
                 next_tick = now + interval
 
     def _drain(self) -> None:
