@@ -36,8 +36,8 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from zchat.client import Client, CurveKeys
-from zchat.ops import StatsProbe
+from zchat import Client, CurveKeys
+from zchat.client.probe import StatsProbe
 from zchat.protocol import pack, split_pub_frame, unpack
 
 ROOT = Path(__file__).resolve().parent.parent

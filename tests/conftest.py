@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 import zmq
 
-from zchat.broker import Broker, CurveServer
-from zchat.core import BrokerConfig, Store
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
+from zchat.broker.store import Store
+from zchat.curve import CurveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

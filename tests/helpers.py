@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import BrokerThread, ZchatProcess
 
-from zchat.client import Client, Event
+from zchat import Client, Event
 
 HEARTBEAT = 0.5
 

@@ -17,7 +17,13 @@ from helpers import wait_event, wait_for_line
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zchat.bot import (
+from zchat import Client, CurveKeys, Event
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
+from zchat.client.probe import ping
+from zchat.curve import generate_keypair, load_public, load_secret, load_server
+from zchat.errors import UsageError as PingError
+from zchat.ui.bot import (
     COMMANDS_HELP,
     Bot,
     BotConfig,
@@ -29,12 +35,7 @@ from zchat.bot import (
     read_script,
     run_bot,
 )
-from zchat.broker import Broker
-from zchat.client import Client, CurveKeys, Event
-from zchat.commands import Chat, SlashCommand
-from zchat.core import BrokerConfig
-from zchat.ping import PingError, ping
-from zchat.security import generate_keypair, load_public, load_secret, load_server
+from zchat.ui.input import Chat, SlashCommand
 
 TIME_RE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 

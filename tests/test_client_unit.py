@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zchat.client import Client, RoomState
+from zchat import Client
+from zchat.client.rooms import RoomState
 
 
 def msg(seq: int, text: str, msg_id: str, nick: str = "Batman") -> dict[str, Any]:

@@ -26,8 +26,8 @@ import pytest
 import yaml
 from conftest import ROOT, ZchatProcess, free_port
 
-from zchat.bot import parse_lines
-from zchat.commands import Chat
+from zchat.ui.bot import parse_lines
+from zchat.ui.input import Chat
 
 COMPOSE = ROOT / "docker-compose.yml"
 IMAGE = "zchat:local"

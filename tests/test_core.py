@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zchat.core import BrokerConfig, BrokerCore, Output, Publish, Reply
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import BrokerConfig, Output, Publish, Reply
 from zchat.protocol import pack, split_pub_frame, unpack
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import ROOT, BrokerThread
 from helpers import wait_event
 
-from zchat.client import Client
+from zchat import Client
 
 
 async def test_greeter_example_greets_a_newcomer(broker: BrokerThread) -> None:

@@ -26,10 +26,11 @@ from conftest import BrokerThread, ZchatProcess, free_port
 from helpers import until, wait_for_line
 
 from benchmarks.faults import open_fds, rss_mib, spread
-from zchat.broker import Broker, CurveServer
-from zchat.client import Client, Event
-from zchat.core import BrokerConfig
-from zchat.ops import StatsProbe
+from zchat import Client, Event
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
+from zchat.client.probe import StatsProbe
+from zchat.curve import CurveServer
 from zchat.protocol import MAX_REPLY_ARRAY, MAX_REPLY_FRAME, pack, unpack
 
 HEARTBEAT = 0.5

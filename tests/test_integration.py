@@ -13,7 +13,7 @@ import zmq
 from conftest import BrokerThread, ZchatProcess, free_port, recv_until
 from helpers import HEARTBEAT, client_for, start_broker, start_client, until, wait_event
 
-from zchat.client import Client, ConnectTimeout, RegistrationError
+from zchat import Client, ConnectTimeout, RegistrationError
 from zchat.protocol import pack, room_topic, unpack
 
 # ---------------------------------------------------------------- library

@@ -17,10 +17,14 @@ from helpers import wait_event, wait_for_line
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from zchat.client import Client
-from zchat.core import BrokerCore
-from zchat.ops import JsonFormatter, Metrics, NoAnswer, StatsProbe, stats_json, stats_table
+from zchat import Client
+from zchat.broker.core import BrokerCore
+from zchat.broker.metrics import Metrics
+from zchat.client.probe import StatsProbe
+from zchat.errors import NoAnswer
+from zchat.logs import JsonFormatter
 from zchat.protocol import pack
+from zchat.ui.stats import stats_json, stats_table
 
 HOSTILE = "\x1b[31mred\x1b]0;title\x07"
 

@@ -28,7 +28,9 @@ import zmq
 from conftest import BrokerThread, recv_until
 
 from zchat import protocol
-from zchat.core import MAX_ROSTER, BrokerConfig, BrokerCore, MemoryStore, Output, Reply
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import MAX_ROSTER, BrokerConfig, Output, Reply
+from zchat.broker.store import MemoryStore
 from zchat.protocol import (
     MAX_FRAME,
     MAX_HISTORY_LIMIT,

@@ -11,9 +11,9 @@ import zmq
 from conftest import BrokerThread, ZchatProcess, free_port
 from helpers import client_for, start_broker, start_client, until, wait_event
 
-from zchat.client import Client
+from zchat import Client
+from zchat.broker.store import SqliteStore
 from zchat.protocol import split_pub_frame, unpack
-from zchat.store import SqliteStore
 
 # ---------------------------------------------------------------- library
 

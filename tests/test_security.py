@@ -21,21 +21,22 @@ from conftest import BrokerThread, ZchatProcess, free_port, recv_until
 from helpers import wait_event, wait_for_line
 from test_core import A, B, C, Conversation
 
-from zchat.broker import Broker, CurveServer
-from zchat.client import Client, ConnectTimeout, CurveKeys, RegistrationError
-from zchat.core import BrokerConfig, MemoryStore, Store
-from zchat.protocol import MAX_FRAME, MAX_WIRE_FRAME, pack, split_pub_frame, unpack
-from zchat.security import (
-    HandshakeWatch,
-    SecurityError,
-    check_refuses_unknown,
+from zchat import Client, ConnectTimeout, CurveKeys, RegistrationError
+from zchat.broker.adapter import Broker
+from zchat.broker.auth import check_refuses_unknown
+from zchat.broker.state import BrokerConfig
+from zchat.broker.store import MemoryStore, SqliteStore, Store
+from zchat.curve import (
+    CurveServer,
     client_curve,
     default_config_dir,
     generate_keypair,
     load_secret,
     load_server,
 )
-from zchat.store import SqliteStore
+from zchat.errors import SecurityError
+from zchat.handshake import HandshakeWatch
+from zchat.protocol import MAX_FRAME, MAX_WIRE_FRAME, pack, split_pub_frame, unpack
 
 # ====================================================================== pure core
 

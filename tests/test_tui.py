@@ -17,9 +17,9 @@ from rich.style import Style
 from rich.text import Text
 from textual.pilot import Pilot
 
-from zchat.client import Client, Event
-from zchat.text import mention_spans, nick_colour
-from zchat.tui import MENTION, ChatApp, ChatInput, ChatLog, event_line
+from zchat import Client, Event
+from zchat.ui.render import mention_spans, nick_colour
+from zchat.ui.tui import MENTION, ChatApp, ChatInput, ChatLog, event_line
 
 SIZE = (110, 30)
 INJECTIONS = ["\x1b[31mred", "[@click=app.bell]x[/]", "[bold]x[/bold]", "abc\u202edef"]

@@ -30,10 +30,21 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import ContentSwitcher, Footer, Input, RichLog, Static, Tab, Tabs
 
-from zchat.client import BrokerError, Client, Event, ZchatError
-from zchat.commands import Chat, InputError, SlashCommand, complete, help_text, parse_input
-from zchat.protocol import ProtocolError
-from zchat.text import clean, clock, mention_spans, nick_colour
+from zchat.client.client import Client
+from zchat.client.events import ClientEvent, Missed, Status
+from zchat.errors import ZchatError
+from zchat.protocol.events import (
+    DirectMessage,
+    ErrorReply,
+    Joined,
+    Left,
+    Message,
+    NickChanged,
+    RoomEvent,
+    TopicSet,
+)
+from zchat.ui.input import complete, run_line
+from zchat.ui.render import clean, clock, mention_spans, nick_colour
 
 #: Lines kept per room (and shown in the log): older ones scroll away for good.
 SCROLLBACK: Final = 2000
@@ -88,82 +99,73 @@ def _start(ts: float | None) -> Text:
     return line
 
 
-def event_line(event: Event, own_nick: str) -> Text | None:
+def event_line(event: ClientEvent, own_nick: str) -> Text | None:
     """One log line for ``event``, or None for events the log does not show.
 
     Every untrusted string is cleaned and appended as plain text: the result
     carries no markup, links or actions that came from the wire.
     """
-    data = event.data
-    kind = event.type
-    line = _start(event.ts)
-    nick = clean(event.nick or "?")
-    room = clean(event.room or "?")
-    if kind == "msg":
-        text = clean(event.text or "")
-        own = event.nick == own_nick
-        style = nick_style(event.nick or "", own_nick)
-        if data.get("action"):
-            _gutter(line, "*", ACTION)
-            line.append(nick, style)
-            line.append(" ")
-        else:
-            _gutter(line, nick, style)
-        start = len(line)
-        line.append(text, ACTION if data.get("action") else "")
-        spans = [] if own else mention_spans(text, clean(own_nick))
-        for begin, end in spans:
-            line.stylize(MENTION, start + begin, start + end)
-        if spans:
-            line.stylize(MENTION_LINE)
-    elif kind == "join":
-        _gutter(line, "-->", MUTED)
-        line.append(nick, nick_style(event.nick or ""))
-        line.append(f" joined {room}", MUTED)
-    elif kind == "leave":
-        _gutter(line, "<--", MUTED)
-        line.append(nick, nick_style(event.nick or ""))
-        line.append(f" left {room}", MUTED)
-        reason = clean(str(data.get("reason", "")))
-        message = data.get("message")
-        extra = f": {clean(message)}" if isinstance(message, str) and message else ""
-        if reason or extra:
-            line.append(f" ({reason}{extra})", MUTED)
-    elif kind == "nick":
-        old, new = str(data.get("old", "?")), str(data.get("new", "?"))
-        _gutter(line, "-!-", MUTED)
-        line.append(clean(old), nick_style(old))
-        line.append(" is now known as ", MUTED)
-        line.append(clean(new), nick_style(new))
-    elif kind == "topic":
-        _gutter(line, "-!-", MUTED)
-        line.append(nick, nick_style(event.nick or ""))
-        line.append(" set the topic: ", MUTED)
-        line.append(clean(event.text or ""))
-    elif kind == "dm":
-        to = str(data.get("to", "?"))
-        text = clean(event.text or "")
-        outgoing = event.nick == own_nick and to != own_nick
-        _gutter(line, f"→ *{clean(to)}*" if outgoing else f"*{nick}*", DM)
-        if data.get("action"):
-            line.append(f"* {nick} ", ACTION)
-        line.append(text, DM if not outgoing else "")
-    elif kind == "error":
-        _gutter(line, "!!!", ERROR)
-        code = clean(str(data.get("code", "error")))
-        line.append(f"{code}: {clean(str(data.get('reason', '')))}", ERROR)
-    elif kind == "status":
-        symbol, colour, _ = STATES.get(str(data.get("state")), ("-!-", "", ""))
-        _gutter(line, symbol, colour)
-        line.append(clean(str(data.get("text", ""))), colour)
-    elif kind == "missed":
-        count = data.get("count")
-        _gutter(line, "!!!", MISSED)
-        number = count if isinstance(count, int) else "some"
-        line.append(f"{number} messages missed in {room}: the broker no longer had them", MISSED)
-    else:
-        return None
-    if event.history:
+    line = _start(getattr(event, "ts", None))
+    match event:
+        case Message(nick=nick, text=raw, action=action):
+            text = clean(raw)
+            style = nick_style(nick, own_nick)
+            if action:
+                _gutter(line, "*", ACTION)
+                line.append(clean(nick), style)
+                line.append(" ")
+            else:
+                _gutter(line, clean(nick), style)
+            start = len(line)
+            line.append(text, ACTION if action else "")
+            spans = [] if nick == own_nick else mention_spans(text, clean(own_nick))
+            for begin, end in spans:
+                line.stylize(MENTION, start + begin, start + end)
+            if spans:
+                line.stylize(MENTION_LINE)
+        case Joined(nick=nick, room=room):
+            _gutter(line, "-->", MUTED)
+            line.append(clean(nick), nick_style(nick))
+            line.append(f" joined {clean(room)}", MUTED)
+        case Left(nick=nick, room=room, reason=reason, message=message):
+            _gutter(line, "<--", MUTED)
+            line.append(clean(nick), nick_style(nick))
+            line.append(f" left {clean(room)}", MUTED)
+            extra = f": {clean(message)}" if message else ""
+            if reason or extra:
+                line.append(f" ({clean(reason)}{extra})", MUTED)
+        case NickChanged(old=old, new=new):
+            _gutter(line, "-!-", MUTED)
+            line.append(clean(old), nick_style(old))
+            line.append(" is now known as ", MUTED)
+            line.append(clean(new), nick_style(new))
+        case TopicSet(nick=nick, text=text):
+            _gutter(line, "-!-", MUTED)
+            line.append(clean(nick), nick_style(nick))
+            line.append(" set the topic: ", MUTED)
+            line.append(clean(text))
+        case DirectMessage(nick=nick, to=to, text=raw, action=action):
+            text = clean(raw)
+            outgoing = nick == own_nick and to != own_nick
+            _gutter(line, f"→ *{clean(to)}*" if outgoing else f"*{clean(nick)}*", DM)
+            if action:
+                line.append(f"* {clean(nick)} ", ACTION)
+            line.append(text, DM if not outgoing else "")
+        case ErrorReply(code=code, reason=reason):
+            _gutter(line, "!!!", ERROR)
+            line.append(f"{clean(code)}: {clean(reason)}", ERROR)
+        case Status(state=state, text=text):
+            symbol, colour, _ = STATES.get(state, ("-!-", "", ""))
+            _gutter(line, symbol, colour)
+            line.append(clean(text), colour)
+        case Missed(room=room, count=count):
+            _gutter(line, "!!!", MISSED)
+            line.append(
+                f"{count} messages missed in {clean(room)}: the broker no longer had them", MISSED
+            )
+        case _:
+            return None
+    if getattr(event, "history", False):
         line.stylize(HISTORY)
     return line
 
@@ -547,42 +549,46 @@ class ChatApp(App[int]):
         async for event in self.client.events():
             await self.show_event(event)
 
-    async def show_event(self, event: Event) -> None:
+    async def show_event(self, event: ClientEvent) -> None:
         """Show one event from the client: in its room, or in the open one."""
-        kind = event.type
         line = event_line(event, self.client.nick)
-        if kind == "status":
-            self.state = str(event.data.get("state", self.state))
+        if isinstance(event, Status):
+            self.state = event.state
             self._refresh_header()
-        room = event.room
-        if kind in ("msg", "join", "leave", "topic", "nick") and room is not None:
-            if room not in self.views:
-                if room not in self.client.rooms:
-                    return  # a late event of a room we left
-                await self._ensure_view(room)
-            view = self.views[room]
-            if line is not None:
-                self._add(room, line, history=event.history)
-            if kind == "msg" and not event.history and room != self.current:
-                view.unread += 1
-                if event.nick != self.client.nick and mention_spans(
-                    clean(event.text or ""), clean(self.client.nick)
-                ):
-                    view.mentioned = True
-                self._relabel(view)
-            if kind == "leave" and event.nick == self.client.nick and room not in self.client.rooms:
-                await self._drop_view(room)
-            if room == self.current and not event.history:
-                self._refresh_users()
-                self._refresh_header()
-            if kind == "nick":
-                self._refresh_header()
+        if isinstance(event, RoomEvent) and event.room is not None:
+            await self._show_room_event(event, line)
             return
-        if kind == "dm" and event.nick is not None and event.nick != self.client.nick:
+        if isinstance(event, DirectMessage) and event.nick != self.client.nick:
             self._remember_dm(event.nick)
-        target = room if kind == "missed" and room in self.views else None
+        target = event.room if isinstance(event, Missed) and event.room in self.views else None
         if line is not None:
             self._add(target, line)
+
+    async def _show_room_event(self, event: RoomEvent, line: Text | None) -> None:
+        room = event.room
+        assert room is not None
+        if room not in self.views:
+            if room not in self.client.rooms:
+                return  # a late event of a room we left
+            await self._ensure_view(room)
+        view = self.views[room]
+        if line is not None:
+            self._add(room, line, history=event.history)
+        if isinstance(event, Message) and not event.history and room != self.current:
+            view.unread += 1
+            if event.nick != self.client.nick and mention_spans(
+                clean(event.text), clean(self.client.nick)
+            ):
+                view.mentioned = True
+            self._relabel(view)
+        own_leave = isinstance(event, Left) and event.nick == self.client.nick
+        if own_leave and room not in self.client.rooms:
+            await self._drop_view(room)
+        if room == self.current and not event.history:
+            self._refresh_users()
+            self._refresh_header()
+        if isinstance(event, NickChanged):
+            self._refresh_header()
 
     def _remember_dm(self, nick: str) -> None:
         if nick in self.dm_nicks:
@@ -606,64 +612,29 @@ class ChatApp(App[int]):
 
     async def handle_line(self, line: str) -> None:
         """Act on one typed line; every mistake becomes one local error line."""
-        try:
-            parsed = parse_input(line)
-            if parsed is None:
-                return
-            if isinstance(parsed, Chat):
-                if self.current is None or self.current not in self.client.rooms:
-                    raise InputError("not in a room: /join ROOM first")
-                await self.client.say(parsed.text, self.current, action=parsed.action)
-                return
-            await self.command(parsed)
-        except InputError as exc:
-            self.show_info(str(exc), error=True)
-        except (BrokerError, ProtocolError) as exc:
-            self.show_info(f"{exc.code}: {exc.reason}", error=True)
-        except (ZchatError, TimeoutError) as exc:
-            self.show_info(str(exc) or "no answer from the broker", error=True)
+        await run_line(self.client, self, line)
 
-    async def command(self, cmd: SlashCommand) -> None:
-        client = self.client
-        args = cmd.args
-        if cmd.name == "quit":
-            await self.action_quit(args[0] if args else None)
-        elif cmd.name == "help":
-            for text in help_text(args[0] if args else None):
-                self.show_info(text)
-        elif cmd.name == "join":
-            state = await client.join(args[0])
-            await self._ensure_view(state.name)
-            self._switch(state.name)
-        elif cmd.name == "leave":
-            room = args[0] if args else self.current
-            if room is None:
-                raise InputError("not in a room")
-            await client.leave(room, args[1] if len(args) > 1 else None)
-            await self._drop_view(room)
-        elif cmd.name == "msg":
-            reply = await client.dm(args[0], args[1])
-            self._remember_dm(args[0])
-            line = event_line(reply, client.nick)
-            if line is not None:
-                self._add(None, line)
-        elif cmd.name == "nick":
-            await client.change_nick(args[0])
-            self._refresh_header()
-            self._refresh_users()
-        elif cmd.name == "who":
-            info = await client.who(args[0] if args else self.current)
-            users = ", ".join(str(u) for u in info.get("users", []))
-            self.show_info(f"{info.get('room')} ({info.get('count', 0)}): {users}")
-        elif cmd.name == "topic":
-            if args:
-                if self.current is None:
-                    raise InputError("not in a room")
-                await client.set_topic(args[0], self.current)
-            else:
-                current = client.rooms.get(self.current or "")
-                topic = current.topic if current and current.topic else "(no topic)"
-                self.show_info(f"topic of {self.current or '?'}: {topic}")
+    # The front end's side of zchat.ui.input.run_line.
+
+    def show_reply(self, event: DirectMessage) -> None:
+        self._remember_dm(event.to)
+        line = event_line(event, self.client.nick)
+        if line is not None:
+            self._add(None, line)
+
+    async def joined(self, room: str) -> None:
+        await self._ensure_view(room)
+        self._switch(room)
+
+    async def left(self, room: str) -> None:
+        await self._drop_view(room)
+
+    async def quit(self, reason: str | None) -> None:
+        await self.action_quit(reason)
+
+    def nick_changed(self) -> None:
+        self._refresh_header()
+        self._refresh_users()
 
     # ------------------------------------------------------------ actions
 
