@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from zchat.broker.rooms import Rooms
+from zchat.broker.sessions import Sessions
 from zchat.broker.state import (
     BrokerConfig,
     Counters,
@@ -50,7 +50,6 @@ from zchat.protocol.events import (
     DirectMessage,
     ErrorReply,
     Event,
-    Limits,
     Message,
     NickChanged,
     Pong,
@@ -60,10 +59,6 @@ from zchat.protocol.events import (
     Welcome,
 )
 from zchat.protocol.names import (
-    MAX_FRAME,
-    MAX_HISTORY_LIMIT,
-    MAX_NICK,
-    MAX_ROOM,
     ErrorCode,
     LeaveReason,
     fold,
@@ -95,17 +90,9 @@ class BrokerCore:
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
         self._new_token = new_token
         self._now = now
-        # Ordered by last activity, so expiry only looks at the front.
-        self._sessions: OrderedDict[bytes, Session] = OrderedDict()
-        self._nicks: dict[str, Session] = {}
-        self._orphan_ids: OrderedDict[str, tuple[float, OrderedDict[str, tuple[str, int]]]] = (
-            OrderedDict()
-        )
+        self.registry = Sessions(self.config)
         rate = self.config.unregistered_rate
         self._unregistered_bucket = TokenBucket(rate, rate, now)
-        # Rate buckets of ended sessions, by key (or peer without CURVE), so that
-        # bye and hello again does not start a flooder over with a full bucket.
-        self._buckets: OrderedDict[str | bytes, TokenBucket] = OrderedDict()
         self._handlers: dict[type, Callable[[Session, Any, float, list[Output]], None]] = {
             Say: self._say,
             Ping: self._ping,
@@ -135,11 +122,7 @@ class BrokerCore:
         now = self._clock(now)
         out: list[Output] = []
         self.counters.envelopes_in += 1
-        session = self._sessions.get(peer)
-        if session is not None:
-            # Any envelope, even a bad one, shows the peer is alive.
-            session.last_seen = now
-            self._sessions.move_to_end(peer)
+        session = self.registry.seen(peer, now)
         command: Command | None = None
         try:
             if frames != 1:
@@ -169,16 +152,9 @@ class BrokerCore:
         now = self._clock(now)
         out: list[Output] = []
         deadline = now - self.config.heartbeat * self.config.liveness
-        while self._sessions:
-            session = next(iter(self._sessions.values()))
-            if session.last_seen >= deadline:
-                break
+        for session in self.registry.silent_since(deadline):
             self._drop(session, LeaveReason.TIMEOUT, None, now, out)
-        while self._orphan_ids:
-            nick_key, (expires, _) = next(iter(self._orphan_ids.items()))
-            if expires > now:
-                break
-            del self._orphan_ids[nick_key]
+        self.registry.expire_ids(now)
         return out
 
     @property
@@ -190,7 +166,7 @@ class BrokerCore:
         """Every session leaves with reason ``shutdown``; call before closing."""
         now = self._clock(now)
         out: list[Output] = []
-        for session in list(self._sessions.values()):
+        for session in self.registry:
             self._drop(session, LeaveReason.SHUTDOWN, None, now, out)
         self.store.flush()
         return out
@@ -199,22 +175,18 @@ class BrokerCore:
 
     @property
     def sessions(self) -> int:
-        return len(self._sessions)
+        return len(self.registry)
 
     def nick_of(self, peer: bytes) -> str | None:
-        session = self._sessions.get(peer)
+        session = self.registry.by_peer.get(peer)
         return session.nick if session else None
-
-    def roster(self, room: str) -> list[str]:
-        found = self.rooms.rooms.get(room)
-        return [s.nick for s in found.members.values()] if found else []
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and gauges, as sent in a ``stats`` reply."""
         c = self.counters
         return {
             "epoch": self.epoch,
-            "sessions": len(self._sessions),
+            "sessions": len(self.registry),
             "rooms": sum(1 for r in self.rooms.rooms.values() if r.members),
             "envelopes_in": c.envelopes_in,
             "messages": c.messages,
@@ -229,17 +201,18 @@ class BrokerCore:
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the tables disagree (used by property tests)."""
-        assert len(self._nicks) == len(self._sessions)
-        for peer, session in self._sessions.items():
+        sessions = self.registry.by_peer
+        assert len(self.registry.by_nick) == len(sessions)
+        for peer, session in sessions.items():
             assert session.peer == peer
-            assert self._nicks[session.nick_key] is session
+            assert self.registry.by_nick[session.nick_key] is session
             assert len(session.rooms) <= self.config.max_rooms_per_session
             for name, room in session.rooms.items():
                 assert self.rooms.rooms[name] is room
                 assert room.members[peer] is session
         for name, room in self.rooms.rooms.items():
             for peer in room.members:
-                assert name in self._sessions[peer].rooms
+                assert name in sessions[peer].rooms
             assert (name in self.rooms.idle) == (not room.members)
 
     # ------------------------------------------------------------ plumbing
@@ -338,7 +311,7 @@ class BrokerCore:
         owner = self.store.owner(nick_key)
         if owner is not None and owner != key:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} belongs to another key")
-        current = self._nicks.get(nick_key)
+        current = self.registry.by_nick.get(nick_key)
         if current is not None:
             same_owner = key is not None and current.key == key
             # As bytes: compare_digest raises TypeError on non-ASCII str.
@@ -347,10 +320,10 @@ class BrokerCore:
             )
             if not (same_owner or same_client):
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} is in use")
-        elif len(self._sessions) >= cfg.max_clients:
+        elif len(self.registry) >= cfg.max_clients:
             raise ProtocolError(ErrorCode.FULL, "the broker is full", limit=cfg.max_clients)
         ident = key if key is not None else peer
-        bucket = current.bucket if current is not None else self._buckets.get(ident)
+        bucket = current.bucket if current is not None else self.registry.old_bucket(ident)
         if bucket is not None and cfg.rate_limit > 0:
             # Coming back soon after a session ended: charge the joins it publishes
             # (up to a whole burst), so bye and hello again is no way around the limit.
@@ -370,14 +343,9 @@ class BrokerCore:
             self._reply(current.peer, ErrorReply(ErrorCode.REPLACED, reason), out)
             self._drop(current, LeaveReason.REPLACED, None, now, out)
         session = Session(peer, hello.nick, key, self._new_token(), now, bucket)
-        self._buckets.pop(ident, None)
-        orphan = self._orphan_ids.pop(nick_key, None)
-        if orphan is not None:
-            session.recent = orphan[1]
         if key is not None and owner is None:
             self.store.set_owner(nick_key, key)
-        self._sessions[peer] = session
-        self._nicks[nick_key] = session
+        self.registry.add(session, ident)
         self.counters.registrations += 1
         log.info("%s registered (rooms: %s)", session.nick, ", ".join(hello.rooms) or "none")
         for name in hello.rooms:
@@ -386,19 +354,9 @@ class BrokerCore:
 
     def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
         cfg = self.config
-        limits = Limits(
-            text=cfg.text_limit,
-            frame=MAX_FRAME,
-            nick=MAX_NICK,
-            room=MAX_ROOM,
-            rooms=cfg.max_rooms_per_session,
-            history=min(cfg.history, MAX_HISTORY_LIMIT),
-            rate=cfg.rate_limit,
-            burst=cfg.rate_burst,
-        )
         rooms = tuple(room.info() for room in session.rooms.values())
         welcome = Welcome(
-            session.nick, cfg.heartbeat, self.epoch, session.resume, rooms, limits, ref
+            session.nick, cfg.heartbeat, self.epoch, session.resume, rooms, cfg.limits(), ref
         )
         self._reply(session.peer, welcome, out)
 
@@ -421,21 +379,10 @@ class BrokerCore:
     ) -> None:
         for room in list(session.rooms.values()):
             self.rooms.exit(session, room, reason, message, now, out)
-        del self._sessions[session.peer]
-        del self._nicks[session.nick_key]
+        # The client may come back and resend what it thinks was lost: ids stay a while.
+        self.registry.remove(session, reason, now)
         self.counters.leaves[reason] += 1
-        if self.config.rate_limit > 0:
-            ident = session.key if session.key is not None else session.peer
-            self._buckets[ident] = session.bucket
-            self._buckets.move_to_end(ident)
-            while len(self._buckets) > self.config.max_clients:
-                self._buckets.popitem(last=False)
         log.info("%s left (%s)", session.nick, reason)
-        if reason is not LeaveReason.QUIT and session.recent:
-            # The client may come back and resend what it thinks was lost.
-            self._orphan_ids[session.nick_key] = (now + self.config.dedupe_ttl, session.recent)
-            while len(self._orphan_ids) > self.config.max_clients:
-                self._orphan_ids.popitem(last=False)
 
     # ------------------------------------------------------------ commands
 
@@ -493,7 +440,7 @@ class BrokerCore:
 
     def _nick(self, session: Session, nick: Nick, now: float, out: list[Output]) -> None:
         new_key = fold(nick.nick)
-        holder = self._nicks.get(new_key)
+        holder = self.registry.by_nick.get(new_key)
         if holder is not None and holder is not session:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} is in use")
         owner = self.store.owner(new_key)
@@ -503,10 +450,7 @@ class BrokerCore:
         if nick.nick == old:
             self._reply(session.peer, NickChanged(old, old, now, re=nick.id), out)
             return
-        del self._nicks[session.nick_key]
-        session.nick = nick.nick
-        session.nick_key = new_key
-        self._nicks[new_key] = session
+        self.registry.rename(session, nick.nick, new_key)
         if session.key is not None and owner is None:
             self.store.set_owner(new_key, session.key)
         room: Room
@@ -516,7 +460,7 @@ class BrokerCore:
         self._reply(session.peer, NickChanged(old, nick.nick, now, re=nick.id), out)
 
     def _dm(self, session: Session, dm: Dm, now: float, out: list[Output]) -> None:
-        target = self._nicks.get(fold(dm.to))
+        target = self.registry.by_nick.get(fold(dm.to))
         if target is None:
             raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"no one is called {dm.to}", to=dm.to)
         event = DirectMessage(session.nick, target.nick, dm.text, now, dm.action)

@@ -6,8 +6,16 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from zchat.protocol.events import RoomInfo
-from zchat.protocol.names import MAX_ROOMS_PER_HELLO, MAX_TEXT, fold
+from zchat.protocol.events import Limits, RoomInfo
+from zchat.protocol.names import (
+    MAX_FRAME,
+    MAX_HISTORY_LIMIT,
+    MAX_NICK,
+    MAX_ROOM,
+    MAX_ROOMS_PER_HELLO,
+    MAX_TEXT,
+    fold,
+)
 from zchat.protocol.wire import room_topic
 from zchat.ratelimit import TokenBucket
 
@@ -55,6 +63,19 @@ class BrokerConfig:
     dedupe_ttl: float = 300.0
     #: Empty rooms whose seq, topic and history are kept in memory.
     max_idle_rooms: int = 1000
+
+    def limits(self) -> Limits:
+        """The limits a ``welcome`` announces."""
+        return Limits(
+            text=self.text_limit,
+            frame=MAX_FRAME,
+            nick=MAX_NICK,
+            room=MAX_ROOM,
+            rooms=self.max_rooms_per_session,
+            history=min(self.history, MAX_HISTORY_LIMIT),
+            rate=self.rate_limit,
+            burst=self.rate_burst,
+        )
 
 
 @dataclass(slots=True)

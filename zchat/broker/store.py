@@ -16,7 +16,7 @@ from typing import Protocol
 
 
 class Store(Protocol):
-    """Where room state and history live: memory, or SQLite (``zchat.store``)."""
+    """Where room state and history live: memory, or SQLite (:class:`SqliteStore`)."""
 
     epoch: str
     #: True if what is appended survives a restart (the broker then commits

@@ -1,4 +1,4 @@
-"""The client library: one DEALER to the broker's ROUTER, one SUB to its PUB.
+"""The client library: chat on top of a :class:`~zchat.client.link.Link` to the broker.
 
 Used by the line-mode CLI, the terminal UI and bots alike::
 
@@ -21,28 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
 import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections import OrderedDict
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 import zmq
 import zmq.asyncio
 
-from zchat.client.events import ClientEvent, Status
+from zchat.client.events import Status
+from zchat.client.link import Link
 from zchat.client.rooms import Confirmed, Effect, Fetch, RoomState, RoomTracker, SelfLeft
-from zchat.curve import CurveKeys, apply_client
+from zchat.curve import CurveKeys
 from zchat.errors import (
     BrokerError,
-    ClosedError,
     ConnectTimeout,
     NotConnected,
-    ProtocolError,
     RegistrationError,
     Unregistered,
     ZchatError,
@@ -50,7 +45,6 @@ from zchat.errors import (
 from zchat.handshake import HandshakeWatch
 from zchat.protocol.commands import (
     Bye,
-    Command,
     Dm,
     Hello,
     History,
@@ -60,10 +54,8 @@ from zchat.protocol.commands import (
     Ping,
     Say,
     Stats,
-    Sync,
     Topic,
     Who,
-    to_wire,
 )
 from zchat.protocol.events import (
     Ack,
@@ -76,18 +68,14 @@ from zchat.protocol.events import (
     RoomEvent,
     RoomInfo,
     StatsReply,
-    SyncSeen,
     Welcome,
-    decode_event,
 )
 from zchat.protocol.names import (
-    MAX_REPLY_ARRAY,
-    MAX_REPLY_FRAME,
     ErrorCode,
     check_nick,
     check_room,
 )
-from zchat.protocol.wire import pack, room_topic, split_pub_frame, sync_topic, unpack
+from zchat.protocol.wire import room_topic
 
 log = logging.getLogger("zchat.client")
 
@@ -98,13 +86,11 @@ DEFAULT_PUB = "tcp://localhost:5556"
 
 #: Unconfirmed messages kept for resending after an outage.
 MAX_UNCONFIRMED = 1000
-#: Received events waiting for the application; the oldest go first when full.
-MAX_QUEUED_EVENTS = 10_000
 #: How long a gap repair may take before the gap is reported as missed.
 REPAIR_TIMEOUT = 5.0
 
 
-class Client:
+class Client(Link):
     """An asyncio chat client. ``await connect()`` (or ``async with``), then use it."""
 
     def __init__(
@@ -119,49 +105,24 @@ class Client:
         curve: CurveKeys | None = None,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
+        super().__init__(
+            router=router, pub=pub, connect_timeout=connect_timeout, curve=curve, context=context
+        )
         self._tracker = RoomTracker(check_nick(nick))
-        self.router = router
-        self.pub = pub
-        self.connect_timeout = connect_timeout
         self.backlog = backlog
         self.heartbeat = 1.0
         self.epoch: str | None = None
         #: The rooms we are in, as the tracker keeps them (roster, topic, seq).
         self.rooms: dict[str, RoomState] = self._tracker.rooms
         self._wanted_rooms = list(dict.fromkeys(check_room(r) for r in rooms))
-        self._curve = curve
-        self._own_context = context is None
-        self._context = context or zmq.asyncio.Context()
-        self._dealer: zmq.asyncio.Socket | None = None
-        # Sends go through a plain shadow of the DEALER: with NOBLOCK it raises
-        # Again at once, where the asyncio socket would hide it in a future.
-        self._sender: zmq.Socket[bytes] | None = None
-        self._sub: zmq.asyncio.Socket | None = None
-        # Unique across restarts of this program too: the broker dedupes by (nick, id).
-        prefix = secrets.token_hex(3)
-        self._ids = (f"{prefix}-{n}" for n in itertools.count(1))
         self._session: str | None = None
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
-        self._syncs: dict[str, asyncio.Future[None]] = {}
         self._unconfirmed: OrderedDict[str, Say] = OrderedDict()
-        self._events: deque[ClientEvent] = deque(maxlen=MAX_QUEUED_EVENTS)
-        self._event_ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._readers: list[asyncio.Task[None]] = []
-        self._last_heard = 0.0
-        self._silent = False
         self._registered = asyncio.Event()
         #: The current registration has its welcome (backlog may still be loading).
         self._welcomed = False
         self._recovering: asyncio.Task[None] | None = None
-        self._closed = False
-        self._finished = False
         self._closing: asyncio.Task[None] | None = None
         self._left: asyncio.Future[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        #: Set by the first background task that failed: a bug, re-raised to the caller.
-        self.failure: BaseException | None = None
-        self.dropped_events = 0
 
     @property
     def nick(self) -> str:
@@ -223,58 +184,6 @@ class Client:
                     await asyncio.wait_for(self._left, 1.0)
         await self._teardown()
 
-    def _spawn(self, work: Any, name: str, *, keep: bool = False) -> asyncio.Task[None]:
-        """Run ``work`` in the background; a failure is logged and kept, never swallowed."""
-        task: asyncio.Task[None] = asyncio.create_task(work, name=name)
-        (self._tasks.append if keep else self._background.add)(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
-        log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
-        if self.failure is None:
-            self.failure = exc
-        # The application learns of it from next_event, which re-raises it.
-        self._event_ready.set()
-
-    def _new_dealer(self) -> zmq.asyncio.Socket:
-        dealer = self._socket(zmq.DEALER)
-        # Nothing queues for a broker that is not there: a ping from before an
-        # outage must not arrive after it, and unconfirmed messages are resent.
-        dealer.setsockopt(zmq.IMMEDIATE, 1)
-        return dealer
-
-    def _start_sockets(self, dealer: zmq.asyncio.Socket) -> None:
-        """Connect ``dealer`` and a new SUB, and start reading both."""
-        self._dealer = dealer
-        dealer.connect(self.router)
-        self._sender = zmq.Socket.shadow(dealer.underlying)
-        self._sub = self._socket(zmq.SUB)
-        self._sub.connect(self.pub)
-        self._readers = [
-            asyncio.create_task(self._read_dealer(), name="zchat-dealer"),
-            asyncio.create_task(self._read_sub(), name="zchat-sub"),
-        ]
-        for task in self._readers:
-            task.add_done_callback(self._task_done)
-
-    async def _stop_sockets(self) -> None:
-        readers, self._readers = self._readers, []
-        for task in readers:
-            task.cancel()
-        for task in readers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for sock in (self._dealer, self._sub):
-            if sock is not None:
-                sock.close(0)
-        self._dealer = self._sub = None
-        self._sender = None
-
     async def _teardown(self) -> None:
         extra = [self._recovering] if self._recovering else []
         for task in self._tasks + extra + list(self._background):
@@ -290,50 +199,10 @@ class Client:
         self._finished = True
         self._event_ready.set()
 
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
-        sock = self._context.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        apply_client(sock, self._curve)
-        return sock
-
     @property
     def connected(self) -> bool:
         """Registered and hearing from the broker."""
         return self._registered.is_set() and not self._silent
-
-    # ------------------------------------------------------------ events
-
-    def events(self) -> AsyncIterator[ClientEvent]:
-        """Every event, in order, until the client is closed."""
-        return self._iter_events()
-
-    async def _iter_events(self) -> AsyncIterator[ClientEvent]:
-        while True:
-            event = await self.next_event()
-            if event is None:
-                return
-            yield event
-
-    async def next_event(self, timeout: float | None = None) -> ClientEvent | None:
-        """The next event; None once closed (or ``TimeoutError`` after ``timeout``).
-
-        Re-raises the failure of a background task: a bug must not pass silently.
-        """
-        async with asyncio.timeout(timeout):
-            while not self._events:
-                if self.failure is not None:
-                    raise self.failure
-                if self._finished:
-                    return None
-                self._event_ready.clear()
-                await self._event_ready.wait()
-        return self._events.popleft()
-
-    def _emit(self, event: ClientEvent) -> None:
-        if len(self._events) == self._events.maxlen:
-            self.dropped_events += 1
-        self._events.append(event)
-        self._event_ready.set()
 
     def _apply(self, effects: list[Effect]) -> None:
         """Carry out what the room tracker decided."""
@@ -416,27 +285,6 @@ class Client:
     ) -> HistoryReply:
         return await self.request(History(room, after, before, limit), HistoryReply)
 
-    async def request(self, command: Command, expect: type[_R], timeout: float | None = None) -> _R:
-        """Send a command and wait for the reply carrying its id; errors raise ``BrokerError``."""
-        if self._closed:
-            raise ClosedError("the client is closed")
-        ref = next(self._ids)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[ref] = future
-        try:
-            if not self._send(replace(command, id=ref)):
-                raise NotConnected("not connected to the broker")
-            reply = await asyncio.wait_for(future, timeout or self.connect_timeout)
-        finally:
-            self._pending.pop(ref, None)
-        if isinstance(reply, ErrorReply):
-            raise BrokerError(reply.code, reply.reason, reply.to_wire())
-        if not isinstance(reply, expect):
-            raise BrokerError(
-                ErrorCode.BAD_ENVELOPE, f"expected a {expect.type} reply, got {reply.type}"
-            )
-        return reply
-
     def _default_room(self, room: str | None) -> str:
         if room is not None:
             return check_room(room)
@@ -444,45 +292,7 @@ class Client:
             raise ZchatError("not in any room: join one first")
         return self._wanted_rooms[0]
 
-    def _send(self, command: Command) -> bool:
-        if self._sender is None:
-            return False
-        try:
-            self._sender.send(pack(to_wire(command)), zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
-
     # ------------------------------------------------------------ registration
-
-    async def _sync(self, deadline: float) -> None:
-        """Round trip to our own SUB: once it returns, every subscription is live.
-
-        The token's topic is subscribed last, on the same SUB, so seeing it come
-        back proves every subscription made before it has reached the broker.
-        """
-        assert self._sub is not None
-        loop = asyncio.get_running_loop()
-        ref = next(self._ids)
-        token = secrets.token_hex(8)
-        seen: asyncio.Future[None] = loop.create_future()
-        self._syncs[ref] = seen
-        self._sub.setsockopt(zmq.SUBSCRIBE, sync_topic(token))
-        wait = 0.05
-        try:
-            while True:
-                self._send(Sync(token, ref))
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise ConnectTimeout(self.router, self.pub, self.connect_timeout)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(seen), min(wait, remaining))
-                    return
-                wait = min(wait * 2, 1.0)
-        finally:
-            self._syncs.pop(ref, None)
-            if self._sub is not None:
-                self._sub.setsockopt(zmq.UNSUBSCRIBE, sync_topic(token))
 
     async def _register(self, deadline: float) -> None:
         assert self._sub is not None
@@ -563,26 +373,7 @@ class Client:
         if self._sub is not None:
             self._sub.setsockopt(zmq.UNSUBSCRIBE, room_topic(name))
 
-    # ------------------------------------------------------------ readers
-
-    async def _read_dealer(self) -> None:
-        assert self._dealer is not None
-        while True:
-            frame = await self._dealer.recv()
-            self._heard()
-            try:
-                event = decode_event(unpack(frame, MAX_REPLY_FRAME, max_array=MAX_REPLY_ARRAY))
-            except ProtocolError as exc:
-                log.warning("bad envelope from broker: %s", exc)
-                continue
-            if event is None or isinstance(event, SyncSeen) or not hasattr(event, "re"):
-                continue  # a type this version does not know, or a room event here
-            ref = event.re
-            future = self._pending.get(ref) if ref is not None else None
-            if future is not None and not future.done():
-                future.set_result(event)  # type: ignore[arg-type]
-                continue
-            self._on_reply(event)  # type: ignore[arg-type]
+    # ------------------------------------------------------------ replies
 
     def _on_reply(self, reply: Reply) -> None:
         if isinstance(reply, Ack):
@@ -604,31 +395,10 @@ class Client:
         elif isinstance(reply, DirectMessage):
             self._emit(reply)
 
-    async def _read_sub(self) -> None:
-        assert self._sub is not None
-        while True:
-            frame = await self._sub.recv()
-            self._heard()
-            try:
-                _, body = split_pub_frame(frame)
-                event = decode_event(unpack(body))
-            except ProtocolError as exc:
-                log.warning("bad PUB frame: %s", exc)
-                continue
-            if isinstance(event, SyncSeen):
-                seen = self._syncs.get(event.re or "")
-                if seen is not None and not seen.done():
-                    seen.set_result(None)
-            elif isinstance(event, RoomEvent):
-                self._apply(self._tracker.live(event))
+    def _on_room_event(self, event: RoomEvent) -> None:
+        self._apply(self._tracker.live(event))
 
     # ------------------------------------------------------------ liveness
-
-    def _heard(self) -> None:
-        self._last_heard = time.monotonic()
-        if self._silent:
-            self._silent = False
-            self._emit(Status("connected", "the broker answers again"))
 
     async def _heartbeat(self) -> None:
         while True:

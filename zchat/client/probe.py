@@ -19,7 +19,8 @@ import zmq
 from zchat.curve import CurveKeys, apply_client
 from zchat.errors import NoAnswer, ProtocolError, UsageError
 from zchat.protocol.commands import Command, Ping, Stats, to_wire
-from zchat.protocol.events import BrokerEvent, StatsReply, decode_event
+from zchat.protocol.decode import decode_event
+from zchat.protocol.events import BrokerEvent, StatsReply
 from zchat.protocol.wire import pack, unpack
 
 

@@ -33,12 +33,6 @@ MAX_HISTORY_LIMIT: Final = 500
 MAX_REPLY_FRAME: Final = 32 * 1024 * 1024
 MAX_REPLY_ARRAY: Final = 1000
 
-# A hostile map of many tiny items costs ~70x its wire size once decoded, so the
-# container limits are far below what MAX_FRAME alone would allow.
-_MAX_ARRAY: Final = 256
-_MAX_MAP: Final = 64
-
-
 _TOKEN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 # Bidi overrides and isolates let a name display as another name.
 _BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

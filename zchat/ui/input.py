@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from zchat.client.client import Client
-from zchat.errors import BrokerError, ProtocolError, ZchatError
+from zchat.errors import BrokerError, ProtocolError, UsageError, ZchatError
 from zchat.protocol.events import DirectMessage
 from zchat.ui.render import clean
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """Typed input that is neither chat nor a valid command; show it, send nothing."""
 
 

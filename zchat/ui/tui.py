@@ -1,7 +1,7 @@
 """The full-screen terminal client: a Textual app around a connected ``Client``.
 
 Safety rule for everything on screen: other people's text (nicks, rooms,
-topics, messages, reasons) goes through :func:`zchat.text.clean` and is
+topics, messages, reasons) goes through :func:`zchat.ui.render.clean` and is
 appended to ``rich.text.Text`` objects as plain strings with styles chosen
 here. Nothing is ever built as a markup string, so ``[@click=...]`` or
 ``[bold]`` in a message stays literal and escape sequences never reach the
@@ -15,348 +15,40 @@ import contextlib
 import itertools
 import logging
 import signal
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import ClassVar
 
-from rich.cells import cell_len
-from rich.style import Style
 from rich.text import Text
-from textual import events
 from textual.app import App, ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import ContentSwitcher, Footer, Input, RichLog, Static, Tab, Tabs
+from textual.containers import Horizontal
+from textual.widgets import ContentSwitcher, Footer, Input, Static, Tab, Tabs
 
 from zchat.client.client import Client
 from zchat.client.events import ClientEvent, Missed, Status
 from zchat.errors import ZchatError
 from zchat.protocol.events import (
     DirectMessage,
-    ErrorReply,
-    Joined,
     Left,
     Message,
     NickChanged,
     RoomEvent,
-    TopicSet,
 )
-from zchat.ui.input import complete, run_line
-from zchat.ui.render import clean, clock, mention_spans, nick_colour
+from zchat.ui.input import run_line
+from zchat.ui.lines import (
+    MENTION,
+    MUTED,
+    STATES,
+    UNREAD,
+    event_line,
+    info_line,
+    nick_style,
+    rule_line,
+)
+from zchat.ui.render import clean, mention_spans
+from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
 
-#: Lines kept per room (and shown in the log): older ones scroll away for good.
-SCROLLBACK: Final = 2000
-#: Lines remembered by the input's up/down history.
-INPUT_HISTORY: Final = 500
-#: Width of the nick column.
-GUTTER: Final = 12
-
-TIME: Final = Style(color="grey50")
-BAR: Final = Style(color="grey35")
-MUTED: Final = Style(color="grey58")
-HISTORY: Final = Style(dim=True, italic=True)
-ACTION: Final = Style(italic=True)
-MENTION_LINE: Final = Style(bgcolor="#3a2f0b")
-MENTION: Final = Style(bold=True, color="#ffd75f")
-DM: Final = Style(bold=True, color="#ff79c6")
-ERROR: Final = Style(bold=True, color="#ff5f5f")
-INFO: Final = Style(color="#8be9fd")
-MISSED: Final = Style(bold=True, color="#ffb86c")
-RULE: Final = Style(color="grey42")
-UNREAD: Final = Style(bold=True, color="#e5c07b")
-
-#: Connection states from the client's ``status`` events: symbol, style, words.
-STATES: Final[dict[str, tuple[str, str, str]]] = {
-    "connected": ("●", "bold #50fa7b", "connected"),
-    "registered": ("●", "bold #50fa7b", "re-registered"),
-    "silent": ("◌", "bold #f1fa8c", "broker silent"),
-    "reconnecting": ("↻", "bold #f1fa8c", "reconnecting"),
-    "refused": ("✖", "bold #ff5f5f", "refused"),
-    "closing": ("○", "grey58", "leaving"),
-}
-
-
-# ---------------------------------------------------------------- pure rendering
-
-
-def nick_style(nick: str, own_nick: str | None = None) -> Style:
-    """Bold in the nick's stable colour; one's own nick reversed so it stands out."""
-    return Style(bold=True, color=nick_colour(nick), reverse=nick == own_nick)
-
-
-def _gutter(line: Text, label: str, style: Style | str) -> None:
-    line.append(" " * max(0, GUTTER - cell_len(label)))
-    line.append(label, style)
-    line.append(" │ ", BAR)
-
-
-def _start(ts: float | None) -> Text:
-    line = Text()
-    line.append(clock(ts), TIME)
-    line.append(" ")
-    return line
-
-
-def event_line(event: ClientEvent, own_nick: str) -> Text | None:
-    """One log line for ``event``, or None for events the log does not show.
-
-    Every untrusted string is cleaned and appended as plain text: the result
-    carries no markup, links or actions that came from the wire.
-    """
-    line = _start(getattr(event, "ts", None))
-    match event:
-        case Message(nick=nick, text=raw, action=action):
-            text = clean(raw)
-            style = nick_style(nick, own_nick)
-            if action:
-                _gutter(line, "*", ACTION)
-                line.append(clean(nick), style)
-                line.append(" ")
-            else:
-                _gutter(line, clean(nick), style)
-            start = len(line)
-            line.append(text, ACTION if action else "")
-            spans = [] if nick == own_nick else mention_spans(text, clean(own_nick))
-            for begin, end in spans:
-                line.stylize(MENTION, start + begin, start + end)
-            if spans:
-                line.stylize(MENTION_LINE)
-        case Joined(nick=nick, room=room):
-            _gutter(line, "-->", MUTED)
-            line.append(clean(nick), nick_style(nick))
-            line.append(f" joined {clean(room)}", MUTED)
-        case Left(nick=nick, room=room, reason=reason, message=message):
-            _gutter(line, "<--", MUTED)
-            line.append(clean(nick), nick_style(nick))
-            line.append(f" left {clean(room)}", MUTED)
-            extra = f": {clean(message)}" if message else ""
-            if reason or extra:
-                line.append(f" ({clean(reason)}{extra})", MUTED)
-        case NickChanged(old=old, new=new):
-            _gutter(line, "-!-", MUTED)
-            line.append(clean(old), nick_style(old))
-            line.append(" is now known as ", MUTED)
-            line.append(clean(new), nick_style(new))
-        case TopicSet(nick=nick, text=text):
-            _gutter(line, "-!-", MUTED)
-            line.append(clean(nick), nick_style(nick))
-            line.append(" set the topic: ", MUTED)
-            line.append(clean(text))
-        case DirectMessage(nick=nick, to=to, text=raw, action=action):
-            text = clean(raw)
-            outgoing = nick == own_nick and to != own_nick
-            _gutter(line, f"→ *{clean(to)}*" if outgoing else f"*{clean(nick)}*", DM)
-            if action:
-                line.append(f"* {clean(nick)} ", ACTION)
-            line.append(text, DM if not outgoing else "")
-        case ErrorReply(code=code, reason=reason):
-            _gutter(line, "!!!", ERROR)
-            line.append(f"{clean(code)}: {clean(reason)}", ERROR)
-        case Status(state=state, text=text):
-            symbol, colour, _ = STATES.get(state, ("-!-", "", ""))
-            _gutter(line, symbol, colour)
-            line.append(clean(text), colour)
-        case Missed(room=room, count=count):
-            _gutter(line, "!!!", MISSED)
-            line.append(
-                f"{count} messages missed in {clean(room)}: the broker no longer had them", MISSED
-            )
-        case _:
-            return None
-    if getattr(event, "history", False):
-        line.stylize(HISTORY)
-    return line
-
-
-def info_line(text: str, *, error: bool = False) -> Text:
-    """A local line (help, who, a typing error); ``text`` is cleaned all the same."""
-    line = _start(None)
-    _gutter(line, "!!!" if error else "-!-", ERROR if error else INFO)
-    line.append(clean(text), ERROR if error else INFO)
-    return line
-
-
-def rule_line(label: str) -> Text:
-    line = Text()
-    line.append(f"──────── {label} ────────", RULE)
-    return line
-
-
-# ---------------------------------------------------------------- widgets
-
-
-class ChatLog(RichLog, can_focus=False):
-    """One room's log: keeps its lines, follows new ones while at the bottom, rewraps.
-
-    Every room has its own, so switching rooms is instant and keeps each
-    room's scroll position; a log renders nothing until it is first shown.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(
-            wrap=True,
-            markup=False,
-            highlight=False,
-            auto_scroll=False,
-            max_lines=SCROLLBACK,
-            min_width=20,
-            **kwargs,
-        )
-        self.source: deque[Text] = deque(maxlen=SCROLLBACK)
-        self._shown_width = 0
-
-    def add(self, line: Text) -> None:
-        self.source.append(line)
-        self._write_line(line)
-
-    def redraw(self) -> None:
-        """Render every kept line again (at a new width) and follow the bottom."""
-        self.clear()
-        for line in self.source:
-            self._write_line(line)
-        self.anchor()
-
-    def _write_line(self, line: Text) -> None:
-        """Write one line; a long message wraps under its own text, not under the time."""
-        if not self._shown_width:
-            return  # not laid out yet: the first resize shows everything
-        cut = line.plain.find(" │ ") + 3
-        # The last width seen: a hidden log (another room's) has none of its own.
-        width = self._shown_width
-        # An explicit width: RichLog would measure against the console's width.
-        if cut < 3 or width <= cut + 10 or cell_len(line.plain) <= width:
-            self.write(line, width=width)
-            return
-        head, body = line.divide([cut])
-        indent = " " * head.cell_len
-        out = Text()
-        for n, part in enumerate(body.wrap(self.app.console, width - head.cell_len)):
-            if n:
-                out.append("\n")
-            out.append_text(head if n == 0 else Text(indent, style=head.style))
-            part.rstrip()  # a trailing space past the width would wrap the line again
-            out.append_text(part)
-        self.write(out, width=width)
-
-    def release_anchor(self) -> None:
-        super().release_anchor()
-        # Textual releases on every scroll, even one that cannot move past the
-        # bottom (PgDn or the wheel there): follow again once it settles there.
-        self.call_after_refresh(self._follow_if_at_bottom)
-
-    def _follow_if_at_bottom(self) -> None:
-        if self.scroll_target_y >= self.max_scroll_y and self.scroll_y >= self.max_scroll_y:
-            self.anchor()
-
-    def on_resize(self, event: events.Resize) -> None:
-        # After RichLog's own handler: it only renders once it knows its size.
-        self.call_later(self._rewrap)
-
-    def _rewrap(self) -> None:
-        width = self.scrollable_content_region.width
-        if width and width != self._shown_width:
-            self._shown_width = width
-            self.redraw()
-
-
-class ChatInput(Input):
-    """The input line: up/down history and Tab completion of commands and nicks."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "history(-1)", "Previous line", show=False),
-        Binding("down", "history(1)", "Next line", show=False),
-        Binding("tab", "complete", "Complete", show=False),
-    ]
-
-    def __init__(self, nicks: Callable[[], list[str]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._nicks = nicks
-        self.history: list[str] = []
-        self._index: int | None = None
-        self._draft = ""
-        # (text before the word, text after the cursor, candidates, index, value set)
-        self._cycle: tuple[str, str, list[str], int, str] | None = None
-
-    def remember(self, line: str) -> None:
-        if line.strip() and (not self.history or self.history[-1] != line):
-            self.history.append(line)
-            del self.history[:-INPUT_HISTORY]
-        self._index = None
-        self._draft = ""
-
-    def action_history(self, step: int) -> None:
-        if not self.history:
-            return
-        if self._index is None:
-            if step > 0:
-                return
-            self._draft = self.value
-            index = len(self.history) - 1
-        else:
-            index = self._index + step
-        if index < 0:
-            return
-        if index >= len(self.history):
-            self._index = None
-            self.value = self._draft
-        else:
-            self._index = index
-            self.value = self.history[index]
-        self.cursor_position = len(self.value)
-
-    def action_complete(self) -> None:
-        if self._cycle is not None and self._cycle[4] == self.value:
-            head, tail, candidates, index, _ = self._cycle
-            index = (index + 1) % len(candidates)
-        else:
-            before = self.value[: self.cursor_position]
-            tail = self.value[self.cursor_position :]
-            start = before.rfind(" ") + 1
-            head, word = before[:start], before[start:]
-            if word.startswith("/") and start > 0:
-                return
-            # Only nicks that can be typed back exactly are offered.
-            nicks = [n for n in self._nicks() if clean(n) == n]
-            candidates = complete(word, nicks)
-            if not candidates:
-                self.app.bell()
-                return
-            index = 0
-        choice = candidates[index]
-        suffix = ": " if not head and not choice.startswith("/") else " "
-        if tail.startswith(" "):
-            suffix = suffix.rstrip(" ")
-        self.value = head + choice + suffix + tail
-        self.cursor_position = len(head + choice + suffix)
-        self._cycle = (head, tail, candidates, index, self.value)
-
-
-@dataclass(slots=True)
-class RoomView:
-    """The app's side of one room: its tab, its log and unread state."""
-
-    name: str
-    tab: Tab
-    log: ChatLog
-    unread: int = 0
-    mentioned: bool = False
-    in_history: bool = False
-    mounted: AwaitComplete | None = None
-
-    @property
-    def lines(self) -> deque[Text]:
-        return self.log.source
-
-
-class RoomTabs(Tabs, can_focus=False):
-    """Room tabs that leave the keyboard to the input line when clicked."""
-
-
-class Sidebar(VerticalScroll, can_focus=False):
-    """The user list."""
-
+__all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "event_line", "run_tui"]
 
 # ---------------------------------------------------------------- the app
 
