@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER, Broker
+from zchat.broker.metrics import Metrics
 from zchat.broker.state import BrokerConfig
 from zchat.broker.store import SqliteStore, Store
 from zchat.curve import CurveServer
@@ -54,8 +55,6 @@ def serve(
                 f"allow list {curve.allow}" if curve.allow else "any client key (open enrolment)",
             )
         if metrics_port is not None:
-            from zchat.broker.metrics import Metrics  # prometheus-client only when asked for
-
             metrics = Metrics(server.core.snapshot)
             try:
                 bound = metrics.serve(metrics_port, metrics_host)

@@ -40,7 +40,8 @@ async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
     """Connect and chat until the person quits; returns the exit code."""
     tui = wants_tui(config)
     if tui:
-        # Before connecting: importing Textual takes long enough to miss heartbeats.
+        # Only the full screen needs Textual (line mode and bots never pay for it), and
+        # before connecting: importing it takes long enough to miss heartbeats.
         from zchat.ui.tui import run_tui
     chat = Client(
         config.nick,
