@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
+
+import uvicorn
 
 from zchat.web.gateway import Gateway, WebConfig, create_app, parse_listen
 
-__all__ = ["Gateway", "WebConfig", "bind", "create_app", "parse_listen", "serve", "serve_async"]
+__all__ = ["Gateway", "WebConfig", "WebServer", "bind", "create_app", "parse_listen", "serve"]
 
 log = logging.getLogger("zchat.web")
 
@@ -28,40 +31,54 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_async(
-    config: WebConfig, sock: socket.socket, started: asyncio.Event | None = None
-) -> None:
-    """Serve on ``sock`` until SIGINT/SIGTERM (or ``should_exit`` on the server)."""
-    import uvicorn
+class WebServer:
+    """The gateway under uvicorn, on a socket bound beforehand (so port 0 works)."""
 
-    gateway = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            gateway.app,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # The gateway checks each message against its own, lower, limit and
-            # answers with a clear error; this cap only stops a runaway frame.
-            ws_max_size=max(4 * config.max_message, 64 * 1024),
-            # Deflate would cost each connection its own zlib state (memory).
-            ws_per_message_deflate=False,
-            lifespan="off",
+    def __init__(self, config: WebConfig, sock: socket.socket) -> None:
+        self.config = config
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self.gateway = create_app(config)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.gateway.app,
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                # The gateway checks each message against its own, lower, limit and
+                # answers with a clear error; this cap only stops a runaway frame.
+                ws_max_size=max(4 * config.max_message, 64 * 1024),
+                # Deflate would cost each connection its own zlib state (memory).
+                ws_per_message_deflate=False,
+                lifespan="off",
+            )
         )
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
-    if server.started:
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        log.info("zchat web listening on http://%s:%d (broker %s)", shown, port, config.router)
-        if started is not None:
-            started.set()
-    try:
-        await task
-    finally:
-        await gateway.close_all()
+
+    async def run(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGINT/SIGTERM (in the main thread) or ``stop()``."""
+        if not log.isEnabledFor(logging.DEBUG):
+            # uvicorn logs every WebSocket opened and closed: a line per page load.
+            logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+        task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        # uvicorn has no startup callback; it flips `started` once it accepts.
+        while not self.server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if self.server.started:
+            host = self.sock.getsockname()[0]
+            shown = f"[{host}]" if ":" in host else host
+            log.info(
+                "zchat web listening on http://%s:%d (broker %s)", shown, self.port, self.config.router
+            )
+            if ready is not None:
+                ready()
+        try:
+            await task
+        finally:
+            await self.gateway.close_all()
+
+    def stop(self) -> None:
+        """Ask the server to stop (from any thread: uvicorn polls the flag)."""
+        self.server.should_exit = True
 
 
 def serve(config: WebConfig) -> int:
@@ -72,7 +89,7 @@ def serve(config: WebConfig) -> int:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 1
     try:
-        asyncio.run(serve_async(config, sock))
+        asyncio.run(WebServer(config, sock).run())
     except KeyboardInterrupt:
         pass
     finally:

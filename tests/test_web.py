@@ -1,0 +1,259 @@
+"""The web gateway: non-browser checks of its limits, then real pages in Chromium.
+
+Browser tests drive Debian's /usr/bin/chromium through Playwright (no browser is
+downloaded); they are skipped only when it is absent. Every wait has a deadline
+on something observable: a DOM element, a JSON event, a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from conftest import BrokerThread, ZchatProcess, free_port
+from helpers import wait_for_line
+
+from zchat.web import WebConfig, WebServer, bind, bridge
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Deadline for anything a page shows, in milliseconds (Playwright's unit).
+SHOWN = 15_000
+
+
+class GatewayThread:
+    """A gateway on a free 127.0.0.1 port, served by a thread with its own loop."""
+
+    def __init__(self, config: WebConfig) -> None:
+        self.server = WebServer(config, bind("127.0.0.1", 0))
+        self.port = self.server.port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.run(ready.set)), name="gateway", daemon=True
+        )
+        self._thread.start()
+        assert ready.wait(10), "the gateway did not start"
+
+    @property
+    def failures(self) -> int:
+        return self.server.gateway.failures
+
+    def stop(self) -> None:
+        self.server.stop()
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "gateway thread did not stop"
+        self.server.sock.close()
+
+
+@pytest.fixture
+def make_gateway(broker: BrokerThread) -> Iterator[Callable[..., GatewayThread]]:
+    started: list[GatewayThread] = []
+
+    def start(**config: Any) -> GatewayThread:
+        gateway = GatewayThread(WebConfig(router=broker.router, pub=broker.pub, **config))
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., GatewayThread]) -> GatewayThread:
+    return make_gateway()
+
+
+def origin(gw: GatewayThread) -> str:
+    return f"http://127.0.0.1:{gw.port}"
+
+
+async def receive_json(ws: Any, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+    """The next message from the gateway whose fields include ``fields``."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if all(message.get(k) == v for k, v in fields.items()):
+                assert isinstance(message, dict)
+                return message
+            seen.append(message)
+
+
+# ---------------------------------------------------------------- without a browser
+
+
+def test_every_response_has_a_strict_csp(gateway: GatewayThread) -> None:
+    for path, kind in [("/", "text/html"), ("/static/app.js", "javascript")]:
+        with urllib.request.urlopen(gateway.url + path, timeout=10) as response:
+            policy = response.headers["Content-Security-Policy"]
+            assert kind in response.headers["Content-Type"]
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'self'" in policy
+        assert "script-src 'self';" in policy
+        assert "unsafe-inline" not in policy
+        assert f"ws://127.0.0.1:{gateway.port}" in policy
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(gateway.url + "/static/nothing.js", timeout=10)
+    assert "default-src 'self'" in missing.value.headers["Content-Security-Policy"]
+    page = urllib.request.urlopen(gateway.url + "/", timeout=10).read().decode()
+    assert "<script type=\"module\" src=\"/static/app.js\">" in page
+    assert "style=" not in page and "onclick" not in page
+
+
+def test_a_forged_host_header_does_not_reach_the_csp() -> None:
+    from zchat.web.gateway import csp
+
+    assert "evil" not in csp("evil.example; script-src *")
+    assert "ws://chat.example:8080" in csp("chat.example:8080")
+
+
+async def test_other_origins_are_refused(make_gateway: Callable[..., GatewayThread]) -> None:
+    gw = make_gateway(allow_origins=("https://chat.example.org",))
+    for bad in ["http://evil.example", "null", f"http://127.0.0.1:{gw.port + 1}"]:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(gw.ws_url, origin=bad)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403
+    # Without an Origin header: refused as well (browsers always send one).
+    with pytest.raises(websockets.InvalidStatus):
+        await websockets.connect(gw.ws_url)
+    for good in [origin(gw), "https://chat.example.org"]:
+        async with websockets.connect(gw.ws_url, origin=good) as ws:  # type: ignore[arg-type]
+            await ws.send(json.dumps({"type": "line", "text": "hi"}))
+            assert (await receive_json(ws))["code"] == "not_registered"
+
+
+async def test_an_oversize_message_gets_a_clear_error(gateway: GatewayThread) -> None:
+    async with websockets.connect(gateway.ws_url, origin=origin(gateway)) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps({"type": "hello", "nick": "Big", "pad": "x" * 17_000}))
+        refused = await receive_json(ws, type="error")
+        assert refused["code"] == "too_large"
+        assert refused["limit"] == 16 * 1024
+        assert "the limit is 16384" in refused["text"]
+        # The session survives the refusal: it can still register and talk.
+        await ws.send(json.dumps({"type": "hello", "nick": "Big"}))
+        welcome = await receive_json(ws, type="welcome")
+        assert welcome["nick"] == "Big"
+        assert "lobby" in welcome["rooms"]
+        await ws.send(json.dumps({"type": "line", "text": "x" * 17_000, "room": "lobby"}))
+        assert (await receive_json(ws, type="error"))["code"] == "too_large"
+
+
+async def test_the_connection_limit_is_told_to_the_page(
+    make_gateway: Callable[..., GatewayThread],
+) -> None:
+    gw = make_gateway(max_connections=2)
+    first = await websockets.connect(gw.ws_url, origin=origin(gw))  # type: ignore[arg-type]
+    second = await websockets.connect(gw.ws_url, origin=origin(gw))  # type: ignore[arg-type]
+    try:
+        async with websockets.connect(gw.ws_url, origin=origin(gw)) as third:  # type: ignore[arg-type]
+            refused = await receive_json(third, type="error")
+            assert refused["code"] == "full"
+            assert "2 connections" in refused["text"]
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(third.recv(), 10)
+            assert third.close_code == 1013
+    finally:
+        await first.close()
+        await second.close()
+    # A place freed is a place taken: the limit counts open sockets only.
+    deadline = asyncio.get_running_loop().time() + 10
+    while gw.server.gateway.sessions:
+        assert asyncio.get_running_loop().time() < deadline, "sessions not released"
+        await asyncio.sleep(0.02)
+    async with websockets.connect(gw.ws_url, origin=origin(gw)) as again:  # type: ignore[arg-type]
+        await again.send(json.dumps({"type": "hello", "nick": "Late"}))
+        assert (await receive_json(again, type="welcome"))["nick"] == "Late"
+
+
+async def test_bad_input_gets_one_clear_line(gateway: GatewayThread) -> None:
+    async with websockets.connect(gateway.ws_url, origin=origin(gateway)) as ws:  # type: ignore[arg-type]
+        await ws.send("not json")
+        assert (await receive_json(ws))["code"] == "bad_message"
+        await ws.send(b"\x00binary")
+        assert (await receive_json(ws))["code"] == "bad_message"
+        await ws.send(json.dumps({"type": "hello", "nick": "no spaces allowed"}))
+        refused = await receive_json(ws)
+        assert refused["code"] == "bad_nick"
+        assert refused["during"] == "hello"
+        await ws.send(json.dumps({"type": "hello", "nick": "Oracle", "rooms": ["lobby", "ops"]}))
+        welcome = await receive_json(ws, type="welcome")
+        assert set(welcome["rooms"]) == {"lobby", "ops"}
+        for line, code in [
+            ("/bogus", "input"),
+            ("/msg", "input"),
+            ("/msg Nobody hi", "no_such_nick"),
+            ("/join " + "r" * 300, "bad_room"),
+        ]:
+            await ws.send(json.dumps({"type": "line", "text": line, "room": "lobby"}))
+            error = await receive_json(ws, type="error")
+            assert error["code"] == code, (line, error)
+        await ws.send(json.dumps({"type": "line", "text": "/who", "room": "ops"}))
+        assert (await receive_json(ws, type="info"))["text"] == "ops (1): Oracle"
+        await ws.send(json.dumps({"type": "line", "text": "/quit done", "room": "ops"}))
+        assert (await receive_json(ws, type="quit"))["reason"] == "done"
+        with pytest.raises(websockets.ConnectionClosedOK):
+            await asyncio.wait_for(ws.recv(), 10)
+
+
+async def test_a_failing_session_leaves_the_others_alone(
+    gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = bridge.run_line
+
+    async def run_line(client: Any, line: str, room: str | None, to: str | None) -> Any:
+        if line == "boom":
+            raise RuntimeError("a bug in one session")
+        return await real(client, line, room, to)
+
+    monkeypatch.setattr(bridge, "run_line", run_line)
+    caplog.set_level(logging.ERROR, logger="zchat.web")
+    url, here = gateway.ws_url, origin(gateway)
+    async with (
+        websockets.connect(url, origin=here) as doomed,  # type: ignore[arg-type]
+        websockets.connect(url, origin=here) as fine,  # type: ignore[arg-type]
+    ):
+        for ws, nick in [(doomed, "Doomed"), (fine, "Fine")]:
+            await ws.send(json.dumps({"type": "hello", "nick": nick}))
+            await receive_json(ws, type="welcome")
+        await doomed.send(json.dumps({"type": "line", "text": "boom", "room": "lobby"}))
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(doomed.recv(), 10)
+        await fine.send(json.dumps({"type": "line", "text": "still here", "room": "lobby"}))
+        said = await _msg_from(fine, "Fine", "still here")
+        assert said["text"] == "still here"
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert "RuntimeError: a bug in one session" in failures[0].getMessage()
+    assert "\n" not in failures[0].getMessage()
+    assert gateway.failures == 1
+
+
+async def _msg_from(ws: Any, nick: str, text: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            message = json.loads(await ws.recv())
+            event = message.get("event", {})
+            if event.get("type") == "msg" and (event.get("nick"), event.get("text")) == (nick, text):
+                return dict(event)
