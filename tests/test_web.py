@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import websockets
@@ -257,3 +257,207 @@ async def _msg_from(ws: Any, nick: str, text: str) -> dict[str, Any]:
             event = message.get("event", {})
             if event.get("type") == "msg" and (event.get("nick"), event.get("text")) == (nick, text):
                 return dict(event)
+
+
+# ---------------------------------------------------------------- in Chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium); CI installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
+    contexts = []
+
+    def open_at(url: str) -> Page:
+        # One context per page: separate tabs of separate people, nothing shared.
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(SHOWN)
+        page.goto(url)
+        return page
+
+    yield open_at
+    for context in contexts:
+        context.close()
+
+
+def login(page: Page, nick: str) -> None:
+    from playwright.sync_api import expect
+
+    page.fill("#nick", nick)
+    page.click("#nick-submit")
+    expect(page.locator("#chat")).to_be_visible()
+
+
+def type_line(page: Page, text: str) -> None:
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+
+
+def shown_line(page: Page, text: str, key: str | None = None) -> Any:
+    """The log line (of conversation ``key``, else of any) that contains ``text``."""
+    from playwright.sync_api import expect
+
+    where = f'.log[data-key="{key}"]' if key else ".log"
+    found = page.locator(f"{where} .line").filter(has_text=text).last
+    expect(found).to_be_attached()
+    return found
+
+
+def line_client(zchat_proc: Callable[..., ZchatProcess], broker: BrokerThread) -> ZchatProcess:
+    """Batman in line mode (``--json``: one JSON object per event on stdout)."""
+    proc = zchat_proc(
+        "client", "--nick", "Batman", "--router", broker.router, "--pub", broker.pub,
+        "--plain", "--json",
+    )  # fmt: skip
+    proc.expect_json(type="status", state="connected")
+    return proc
+
+
+def test_browsers_and_a_terminal_talk_in_one_room(
+    broker: BrokerThread,
+    gateway: GatewayThread,
+    open_page: Callable[[str], Page],
+    zchat_proc: Callable[..., ZchatProcess],
+) -> None:
+    from playwright.sync_api import expect
+
+    batman = line_client(zchat_proc, broker)
+    batman.send("said before anyone came")
+    batman.expect_json(type="msg", text="said before anyone came")
+
+    robin = open_page(gateway.url)
+    login(robin, "Robin")
+    # The backlog is there, marked as earlier messages.
+    earlier = shown_line(robin, "said before anyone came")
+    expect(earlier).to_have_attribute("data-history", "true")
+    expect(robin.locator(".divider", has_text="Earlier messages")).to_have_count(1)
+    expect(robin.locator("#state")).to_have_text("connected")
+    expect(robin.locator("#members")).to_contain_text("Batman")
+
+    alfred = open_page(gateway.url)
+    login(alfred, "Alfred")
+    joined = shown_line(robin, "Alfred joined lobby")
+    expect(joined).not_to_have_attribute("data-history", "true")
+    expect(robin.locator("#members")).to_contain_text("Alfred")
+
+    # Browser to terminal and browser.
+    type_line(robin, "hello from the web")
+    batman.expect_json(type="msg", nick="Robin", text="hello from the web")
+    shown_line(alfred, "hello from the web")
+    # Terminal to both browsers.
+    batman.send("hello from the terminal")
+    for page in (robin, alfred):
+        shown_line(page, "hello from the terminal")
+
+    # A direct message reaches its recipient, in a conversation of its own, only.
+    batman.send("/msg Robin psst, only for you")
+    shown_line(robin, "psst, only for you", key="dm:batman")
+    expect(robin.locator('.tab[data-key="dm:batman"] .badge.unread')).to_have_text("1")
+    batman.send("after the direct message")
+    shown_line(alfred, "after the direct message")
+    assert "psst" not in alfred.locator("body").inner_text()
+    assert alfred.locator('.tab[data-key="dm:batman"]').count() == 0
+    robin.click('.tab[data-key="dm:batman"]')
+    type_line(robin, "copy that")
+    batman.expect_json(type="dm", nick="Robin", to="Batman", text="copy that")
+
+    # Hostile text stays text: no element is made of it, no script runs.
+    robin.click('.tab[data-key="room:lobby"]')
+    script = "<script>window.pwned = 1</script>"
+    image = '<img src=x onerror="window.pwned = 2">'
+    batman.send(script)
+    batman.send(image)
+    for page in (robin, alfred):
+        text = shown_line(page, "window.pwned = 2").locator(".text")
+        expect(text).to_have_text(image)
+        expect(shown_line(page, "window.pwned = 1").locator(".text")).to_have_text(script)
+        assert page.locator("#logs img, #logs script").count() == 0
+        assert page.evaluate("window.pwned") is None
+
+    # A mention counts on a tab not looked at; /join opens and focuses a tab.
+    type_line(alfred, "/join gotham")
+    expect(alfred.locator('.tab[data-key="room:gotham"]')).to_have_class(re.compile("active"))
+    batman.send("Alfred, the car please")
+    expect(alfred.locator('.tab[data-key="room:lobby"] .badge.mention')).to_have_text("@1")
+    type_line(alfred, "/nosuch")
+    expect(shown_line(alfred, "unknown command /nosuch")).to_have_class(re.compile("error"))
+
+    # Leaving is seen by the others.
+    type_line(alfred, "/quit off to the cave")
+    shown_line(robin, "Alfred left lobby (quit: off to the cave)")
+    batman.expect_json(type="leave", nick="Alfred", reason="quit")
+    expect(alfred.locator("#state")).to_have_text("left the chat")
+
+
+def test_a_taken_nick_is_shown_in_the_nick_form(
+    broker: BrokerThread,
+    gateway: GatewayThread,
+    open_page: Callable[[str], Page],
+    zchat_proc: Callable[..., ZchatProcess],
+) -> None:
+    from playwright.sync_api import expect
+
+    line_client(zchat_proc, broker)
+    page = open_page(gateway.url)
+    page.fill("#nick", "batman")
+    page.click("#nick-submit")
+    expect(page.locator("#nick-error")).to_contain_text("nick_taken")
+    expect(page.locator("#nick-form")).to_be_visible()
+    expect(page.locator("#chat")).to_be_hidden()
+    # Another nick, on the same socket: in.
+    login(page, "Nightwing")
+    expect(page.locator("#members")).to_contain_text("Batman")
+
+
+def test_the_page_comes_back_by_itself_after_a_gateway_restart(
+    broker: BrokerThread,
+    open_page: Callable[[str], Page],
+    zchat_proc: Callable[..., ZchatProcess],
+) -> None:
+    from playwright.sync_api import expect
+
+    port = free_port()
+
+    def start_gateway() -> ZchatProcess:
+        proc = zchat_proc(
+            "web", "--listen", f"127.0.0.1:{port}", "--router", broker.router, "--pub", broker.pub,
+        )  # fmt: skip
+        wait_for_line(proc.stderr_lines, rf"listening on http://127\.0\.0\.1:{port}")
+        return proc
+
+    first = start_gateway()
+    batman = line_client(zchat_proc, broker)
+    robin = open_page(f"http://127.0.0.1:{port}/")
+    login(robin, "Robin")
+    type_line(robin, "before the crash")
+    batman.expect_json(type="msg", nick="Robin", text="before the crash")
+
+    first.proc.kill()  # SIGKILL, by PID: no bye reaches the broker
+    first.wait()
+    expect(robin.locator("#state")).to_contain_text("retrying")
+    second = start_gateway()
+    # The old session times out at the broker; the page registers again as Robin.
+    expect(robin.locator("#state")).to_have_text("registered again", timeout=30_000)
+    batman.expect_json(type="join", nick="Robin", timeout=30)
+    type_line(robin, "back again")
+    batman.expect_json(type="msg", nick="Robin", text="back again")
+    batman.send("welcome back")
+    shown_line(robin, "welcome back")
+    # The backlog fetched again on re-registration is not shown twice.
+    expect(robin.locator(".line", has_text="before the crash")).to_have_count(1)
+    assert second.proc.poll() is None
