@@ -22,6 +22,7 @@ import pytest
 import websockets
 from conftest import BrokerThread, ZchatProcess, free_port
 from helpers import wait_for_line
+from websockets.typing import Origin
 
 from zchat.web import WebConfig, WebServer, bind, bridge
 
@@ -88,6 +89,18 @@ def origin(gw: GatewayThread) -> str:
     return f"http://127.0.0.1:{gw.port}"
 
 
+def connect(gw: GatewayThread, from_origin: str | None = None) -> Any:
+    """A WebSocket to the gateway, as a page of ``from_origin`` (default: its own)."""
+    return websockets.connect(gw.ws_url, origin=Origin(from_origin or origin(gw)))
+
+
+async def drain(ws: Any) -> None:
+    """Read until the gateway closes the socket (``ConnectionClosed``)."""
+    async with asyncio.timeout(10):
+        while True:
+            await ws.recv()
+
+
 async def receive_json(ws: Any, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
     """The next message from the gateway whose fields include ``fields``."""
     seen: list[dict[str, Any]] = []
@@ -117,8 +130,9 @@ def test_every_response_has_a_strict_csp(gateway: GatewayThread) -> None:
         urllib.request.urlopen(gateway.url + "/static/nothing.js", timeout=10)
     assert "default-src 'self'" in missing.value.headers["Content-Security-Policy"]
     page = urllib.request.urlopen(gateway.url + "/", timeout=10).read().decode()
-    assert "<script type=\"module\" src=\"/static/app.js\">" in page
-    assert "style=" not in page and "onclick" not in page
+    assert '<script type="module" src="/static/app.js">' in page
+    assert "style=" not in page
+    assert "onclick" not in page
 
 
 def test_a_forged_host_header_does_not_reach_the_csp() -> None:
@@ -132,19 +146,19 @@ async def test_other_origins_are_refused(make_gateway: Callable[..., GatewayThre
     gw = make_gateway(allow_origins=("https://chat.example.org",))
     for bad in ["http://evil.example", "null", f"http://127.0.0.1:{gw.port + 1}"]:
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(gw.ws_url, origin=bad)  # type: ignore[arg-type]
+            await connect(gw, bad)
         assert refused.value.response.status_code == 403
     # Without an Origin header: refused as well (browsers always send one).
     with pytest.raises(websockets.InvalidStatus):
         await websockets.connect(gw.ws_url)
     for good in [origin(gw), "https://chat.example.org"]:
-        async with websockets.connect(gw.ws_url, origin=good) as ws:  # type: ignore[arg-type]
+        async with connect(gw, good) as ws:
             await ws.send(json.dumps({"type": "line", "text": "hi"}))
             assert (await receive_json(ws))["code"] == "not_registered"
 
 
 async def test_an_oversize_message_gets_a_clear_error(gateway: GatewayThread) -> None:
-    async with websockets.connect(gateway.ws_url, origin=origin(gateway)) as ws:  # type: ignore[arg-type]
+    async with connect(gateway) as ws:
         await ws.send(json.dumps({"type": "hello", "nick": "Big", "pad": "x" * 17_000}))
         refused = await receive_json(ws, type="error")
         assert refused["code"] == "too_large"
@@ -163,15 +177,15 @@ async def test_the_connection_limit_is_told_to_the_page(
     make_gateway: Callable[..., GatewayThread],
 ) -> None:
     gw = make_gateway(max_connections=2)
-    first = await websockets.connect(gw.ws_url, origin=origin(gw))  # type: ignore[arg-type]
-    second = await websockets.connect(gw.ws_url, origin=origin(gw))  # type: ignore[arg-type]
+    first = await connect(gw)
+    second = await connect(gw)
     try:
-        async with websockets.connect(gw.ws_url, origin=origin(gw)) as third:  # type: ignore[arg-type]
+        async with connect(gw) as third:
             refused = await receive_json(third, type="error")
             assert refused["code"] == "full"
             assert "2 connections" in refused["text"]
             with pytest.raises(websockets.ConnectionClosed):
-                await asyncio.wait_for(third.recv(), 10)
+                await drain(third)
             assert third.close_code == 1013
     finally:
         await first.close()
@@ -181,13 +195,13 @@ async def test_the_connection_limit_is_told_to_the_page(
     while gw.server.gateway.sessions:
         assert asyncio.get_running_loop().time() < deadline, "sessions not released"
         await asyncio.sleep(0.02)
-    async with websockets.connect(gw.ws_url, origin=origin(gw)) as again:  # type: ignore[arg-type]
+    async with connect(gw) as again:
         await again.send(json.dumps({"type": "hello", "nick": "Late"}))
         assert (await receive_json(again, type="welcome"))["nick"] == "Late"
 
 
 async def test_bad_input_gets_one_clear_line(gateway: GatewayThread) -> None:
-    async with websockets.connect(gateway.ws_url, origin=origin(gateway)) as ws:  # type: ignore[arg-type]
+    async with connect(gateway) as ws:
         await ws.send("not json")
         assert (await receive_json(ws))["code"] == "bad_message"
         await ws.send(b"\x00binary")
@@ -213,7 +227,7 @@ async def test_bad_input_gets_one_clear_line(gateway: GatewayThread) -> None:
         await ws.send(json.dumps({"type": "line", "text": "/quit done", "room": "ops"}))
         assert (await receive_json(ws, type="quit"))["reason"] == "done"
         with pytest.raises(websockets.ConnectionClosedOK):
-            await asyncio.wait_for(ws.recv(), 10)
+            await drain(ws)
 
 
 async def test_a_failing_session_leaves_the_others_alone(
@@ -228,18 +242,16 @@ async def test_a_failing_session_leaves_the_others_alone(
 
     monkeypatch.setattr(bridge, "run_line", run_line)
     caplog.set_level(logging.ERROR, logger="zchat.web")
-    url, here = gateway.ws_url, origin(gateway)
     async with (
-        websockets.connect(url, origin=here) as doomed,  # type: ignore[arg-type]
-        websockets.connect(url, origin=here) as fine,  # type: ignore[arg-type]
+        connect(gateway) as doomed,
+        connect(gateway) as fine,
     ):
         for ws, nick in [(doomed, "Doomed"), (fine, "Fine")]:
             await ws.send(json.dumps({"type": "hello", "nick": nick}))
             await receive_json(ws, type="welcome")
         await doomed.send(json.dumps({"type": "line", "text": "boom", "room": "lobby"}))
         with pytest.raises(websockets.ConnectionClosed):
-            while True:
-                await asyncio.wait_for(doomed.recv(), 10)
+            await drain(doomed)
         await fine.send(json.dumps({"type": "line", "text": "still here", "room": "lobby"}))
         said = await _msg_from(fine, "Fine", "still here")
         assert said["text"] == "still here"
@@ -255,7 +267,8 @@ async def _msg_from(ws: Any, nick: str, text: str) -> dict[str, Any]:
         while True:
             message = json.loads(await ws.recv())
             event = message.get("event", {})
-            if event.get("type") == "msg" and (event.get("nick"), event.get("text")) == (nick, text):
+            said = (event.get("type"), event.get("nick"), event.get("text"))
+            if said == ("msg", nick, text):
                 return dict(event)
 
 

@@ -67,7 +67,10 @@ class WebServer:
             host = self.sock.getsockname()[0]
             shown = f"[{host}]" if ":" in host else host
             log.info(
-                "zchat web listening on http://%s:%d (broker %s)", shown, self.port, self.config.router
+                "zchat web listening on http://%s:%d (broker %s)",
+                shown,
+                self.port,
+                self.config.router,
             )
             if ready is not None:
                 ready()
