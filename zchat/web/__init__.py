@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -91,10 +93,17 @@ def serve(config: WebConfig) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    # uvicorn stops on SIGINT/SIGTERM, then raises the signal again for the
+    # handler it found: a no-op one turns a requested stop into exit code 0.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         asyncio.run(WebServer(config, sock).run())
-    except KeyboardInterrupt:
-        pass
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    log.info("zchat web stopped (%s)", signal.Signals(signum).name)
