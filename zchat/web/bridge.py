@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import zmq
+import zmq.asyncio
+
 from zchat import BrokerError, Client, ConnectTimeout, CurveKeys, RegistrationError, ZchatError
 from zchat.client import Event
 from zchat.commands import Chat, InputError, SlashCommand, help_text, parse_input
@@ -37,6 +40,16 @@ class ClientSettings:
     curve: CurveKeys | None = None
     connect_timeout: float = 5.0
     backlog: int = 50
+    #: Shared by every tab's client: a context each would cost an I/O thread per tab.
+    context: zmq.asyncio.Context | None = None
+
+
+def shared_context(max_clients: int) -> zmq.asyncio.Context:
+    """One ZeroMQ context for ``max_clients`` clients (two sockets each, and a monitor)."""
+    context = zmq.asyncio.Context()
+    # libzmq's default of 1023 sockets would stop the gateway at about 500 tabs.
+    context.set(zmq.MAX_SOCKETS, 3 * max_clients + 64)
+    return context
 
 
 class LoginRefused(Exception):
@@ -68,6 +81,7 @@ async def open_client(nick: str, rooms: Iterable[str], settings: ClientSettings)
             connect_timeout=settings.connect_timeout,
             backlog=settings.backlog,
             curve=settings.curve,
+            context=settings.context,
         )
     except ProtocolError as exc:
         raise LoginRefused(str(exc.code), exc.reason) from None

@@ -135,6 +135,7 @@ class Gateway:
             curve=config.curve,
             connect_timeout=config.connect_timeout,
             backlog=config.backlog,
+            context=bridge.shared_context(config.max_connections),
         )
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
@@ -190,8 +191,10 @@ class Gateway:
             await session.finish()
 
     async def close_all(self) -> None:
-        """Close every session's client (each says ``bye`` to the broker)."""
+        """Close every session's client (each says ``bye`` to the broker), then the context."""
         await asyncio.gather(*(s.finish() for s in list(self.sessions)), return_exceptions=True)
+        if self.settings.context is not None:
+            self.settings.context.destroy(linger=0)
 
 
 def _name(exc: BaseException) -> str:
