@@ -167,7 +167,7 @@ async def run(connections: int, samples: int) -> dict[str, Any]:
     raise_fd_limit(connections * 2 + 1024)
     info = machine()
     with workers() as started:
-        broker, router, pub = start_broker(started, max_clients=connections + 100)
+        _, router, pub = start_broker(started, max_clients=connections + 100)
         port = free_port()
         url, origin = f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}"
         gateway = subprocess.Popen(
