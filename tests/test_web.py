@@ -230,15 +230,36 @@ async def test_bad_input_gets_one_clear_line(gateway: GatewayThread) -> None:
             await drain(ws)
 
 
+async def test_one_nick_per_gateway_even_with_one_key_for_all(gateway: GatewayThread) -> None:
+    # With CURVE every tab shares the gateway's key, and the broker lets the same
+    # key take a nick over: the gateway itself must refuse a nick another tab holds.
+    async with connect(gateway) as first, connect(gateway) as second:
+        await first.send(json.dumps({"type": "hello", "nick": "Twin"}))
+        await receive_json(first, type="welcome")
+        await second.send(json.dumps({"type": "hello", "nick": "TWIN"}))
+        refused = await receive_json(second, type="error")
+        assert (refused["code"], refused["during"]) == ("nick_taken", "hello")
+        await second.send(json.dumps({"type": "hello", "nick": "Other"}))
+        await receive_json(second, type="welcome")
+        await second.send(json.dumps({"type": "line", "text": "/nick twin", "room": "lobby"}))
+        assert (await receive_json(second, type="error"))["code"] == "nick_taken"
+        await second.send(json.dumps({"type": "hello", "nick": "Other"}))
+        assert (await receive_json(second, type="error"))["code"] == "already_registered"
+        await first.send(json.dumps({"type": "line", "text": "/nick Solo", "room": "lobby"}))
+        assert (await receive_json(first, type="self"))["nick"] == "Solo"
+        await second.send(json.dumps({"type": "line", "text": "/nick Twin", "room": "lobby"}))
+        assert (await receive_json(second, type="self"))["nick"] == "Twin"
+
+
 async def test_a_failing_session_leaves_the_others_alone(
     gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     real = bridge.run_line
 
-    async def run_line(client: Any, line: str, room: str | None, to: str | None) -> Any:
+    async def run_line(client: Any, line: str, room: str | None, to: str | None, *rest: Any) -> Any:
         if line == "boom":
             raise RuntimeError("a bug in one session")
-        return await real(client, line, room, to)
+        return await real(client, line, room, to, *rest)
 
     monkeypatch.setattr(bridge, "run_line", run_line)
     caplog.set_level(logging.ERROR, logger="zchat.web")

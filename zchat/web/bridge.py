@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import zmq.asyncio
 from zchat import BrokerError, Client, ConnectTimeout, CurveKeys, RegistrationError, ZchatError
 from zchat.client import Event
 from zchat.commands import Chat, InputError, SlashCommand, help_text, parse_input
-from zchat.protocol import ProtocolError
+from zchat.protocol import ProtocolError, fold
 
 log = logging.getLogger("zchat.web")
 
@@ -96,6 +96,11 @@ async def open_client(nick: str, rooms: Iterable[str], settings: ClientSettings)
     return client
 
 
+def nick_key(nick: str) -> str:
+    """The key under which the broker compares nicks (case and width folded)."""
+    return fold(nick)
+
+
 def event_message(event: Event) -> Message:
     """What the page gets for one client event: the ``--json`` form, wrapped."""
     return {"type": "event", "event": event.to_json()}
@@ -136,12 +141,19 @@ def _refuse(value: object) -> object:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-async def run_line(client: Client, line: str, room: str | None, to: str | None) -> list[Message]:
+async def run_line(
+    client: Client,
+    line: str,
+    room: str | None,
+    to: str | None,
+    may_take: Callable[[str], bool] = lambda nick: True,
+) -> list[Message]:
     """Parse a typed line and carry it out; the messages for the page, in order.
 
     ``room`` is the page's current room; ``to`` the nick of the current direct
-    conversation, where chat goes as a ``dm``. Every failure comes back as one
-    ``error`` message: nothing is raised for the page's input.
+    conversation, where chat goes as a ``dm``; ``may_take`` says whether
+    ``/nick`` may ask for a nick. Every failure comes back as one ``error``
+    message: nothing is raised for the page's input.
     """
     try:
         parsed = parse_input(line)
@@ -153,7 +165,7 @@ async def run_line(client: Client, line: str, room: str | None, to: str | None) 
                 return [event_message(sent)]
             await client.say(parsed.text, room, action=parsed.action)
             return []
-        return await _command(client, parsed, room, to)
+        return await _command(client, parsed, room, to, may_take)
     except InputError as exc:
         return [error("input", str(exc))]
     except (BrokerError, ProtocolError) as exc:
@@ -166,7 +178,11 @@ async def run_line(client: Client, line: str, room: str | None, to: str | None) 
 
 
 async def _command(
-    client: Client, cmd: SlashCommand, room: str | None, to: str | None
+    client: Client,
+    cmd: SlashCommand,
+    room: str | None,
+    to: str | None,
+    may_take: Callable[[str], bool],
 ) -> list[Message]:
     args = cmd.args
     if cmd.name == "quit":
@@ -186,6 +202,8 @@ async def _command(
         sent = await client.dm(args[0], args[1])
         return [event_message(sent)]
     if cmd.name == "nick":
+        if not may_take(args[0]):
+            return [error("nick_taken", f"{args[0]} is in use in another tab")]
         await client.change_nick(args[0])
         return [{"type": "self", "nick": client.nick}]
     if cmd.name == "who":

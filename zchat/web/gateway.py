@@ -138,6 +138,10 @@ class Gateway:
             context=bridge.shared_context(config.max_connections),
         )
         self.sessions: set[Session] = set()
+        #: Nicks held by this gateway's tabs. Every tab shares the gateway's CURVE
+        #: key, and the broker lets the same key take a nick over: without this,
+        #: one browser user could push another out by registering their nick.
+        self.nicks: dict[str, Session] = {}
         self._ids = itertools.count(1)
         self.failures = 0
         routes = [
@@ -298,9 +302,16 @@ class Session:
                 await self.send(bridge.error("bad_message", "hello wants a nick and rooms"))
                 continue
             wanted = [r for r in rooms if isinstance(r, str)]
+            # Held before registering: two tabs asking at once must not both get in.
+            if not self.hold_nick(nick):
+                await self.send(
+                    bridge.error("nick_taken", f"{nick} is in use in another tab", during="hello")
+                )
+                continue
             try:
                 client = await bridge.open_client(nick, wanted, self.gateway.settings)
             except bridge.LoginRefused as exc:
+                self.release_nick()
                 await self.send(bridge.error(exc.code, exc.text, during="hello"))
                 continue
             log.info("session %d registered as %s", self.id, client.nick)
@@ -336,6 +347,9 @@ class Session:
     async def read_lines(self, client: Client) -> None:
         while True:
             data = await self.receive()
+            if data["type"] == "hello":
+                await self.send(bridge.error("already_registered", f"registered as {client.nick}"))
+                continue
             if data["type"] != "line":
                 await self.send(bridge.error("bad_message", f"unknown type {data['type']!r}"))
                 continue
@@ -345,17 +359,37 @@ class Session:
             ):
                 await self.send(bridge.error("bad_message", "line wants text, room or to"))
                 continue
-            for message in await bridge.run_line(client, text, room, to):
+            replies = await bridge.run_line(client, text, room, to, self.may_take)
+            for message in replies:
                 await self.send(message)
+                if message["type"] == "self":
+                    self.hold_nick(client.nick)
                 if message["type"] == "quit":
                     self.quit_reason = message.get("reason")
                     return
+
+    def hold_nick(self, nick: str) -> bool:
+        """Record ``nick`` as this tab's (and drop its previous one); False if another's."""
+        if not self.may_take(nick):
+            return False
+        self.release_nick()
+        self.gateway.nicks[bridge.nick_key(nick)] = self
+        return True
+
+    def may_take(self, nick: str) -> bool:
+        return self.gateway.nicks.get(bridge.nick_key(nick), self) is self
+
+    def release_nick(self) -> None:
+        nicks = self.gateway.nicks
+        for key in [k for k, holder in nicks.items() if holder is self]:
+            del nicks[key]
 
     async def finish(self) -> None:
         """Close the client (with ``bye``) and the WebSocket; safe to call twice."""
         if self._finished:
             return
         self._finished = True
+        self.release_nick()
         if self.client is not None:
             try:
                 await self.client.close(self.quit_reason)

@@ -308,6 +308,13 @@ function onEvent(ev) {
       return;
     case "error":
       notice(`!!! ${ev.code}: ${ev.reason}`, "error");
+      if (ev.code === "replaced") {
+        // Coming back would take the nick back, and the two would take turns for ever.
+        state.quit = true;
+        link.stop();
+        showState("bad", "replaced");
+        notice("This nick was taken over by another connection. Reload the page to come back.", "error");
+      }
       return;
     default:
       return;
