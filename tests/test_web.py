@@ -312,21 +312,33 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
+def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     contexts = []
+    problems: list[str] = []
 
-    def open_at(url: str) -> Page:
+    def open_at(url: str, **options: Any) -> Page:
         # One context per page: separate tabs of separate people, nothing shared.
-        context = browser.new_context()
+        context = browser.new_context(**options)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(SHOWN)
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console: {msg.text}")
+                if "Content Security Policy" in msg.text
+                else None
+            ),
+        )
         page.goto(url)
         return page
 
     yield open_at
     for context in contexts:
         context.close()
+    # The page needs nothing the policy forbids, and throws nothing.
+    assert not problems, problems
 
 
 def login(page: Page, nick: str) -> None:
@@ -365,7 +377,7 @@ def line_client(zchat_proc: Callable[..., ZchatProcess], broker: BrokerThread) -
 def test_browsers_and_a_terminal_talk_in_one_room(
     broker: BrokerThread,
     gateway: GatewayThread,
-    open_page: Callable[[str], Page],
+    open_page: Callable[..., Page],
     zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
     from playwright.sync_api import expect
@@ -441,7 +453,7 @@ def test_browsers_and_a_terminal_talk_in_one_room(
 def test_a_taken_nick_is_shown_in_the_nick_form(
     broker: BrokerThread,
     gateway: GatewayThread,
-    open_page: Callable[[str], Page],
+    open_page: Callable[..., Page],
     zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
     from playwright.sync_api import expect
@@ -460,7 +472,7 @@ def test_a_taken_nick_is_shown_in_the_nick_form(
 
 def test_the_page_comes_back_by_itself_after_a_gateway_restart(
     broker: BrokerThread,
-    open_page: Callable[[str], Page],
+    open_page: Callable[..., Page],
     zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
     from playwright.sync_api import expect
@@ -495,3 +507,21 @@ def test_the_page_comes_back_by_itself_after_a_gateway_restart(
     # The backlog fetched again on re-registration is not shown twice.
     expect(robin.locator(".line", has_text="before the crash")).to_have_count(1)
     assert second.proc.poll() is None
+
+
+def test_at_phone_width_the_member_list_folds_away(
+    gateway: GatewayThread, open_page: Callable[..., Page]
+) -> None:
+    from playwright.sync_api import expect
+
+    page = open_page(gateway.url, viewport={"width": 390, "height": 780}, is_mobile=True)
+    login(page, "Pocket")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    page.click("#menu")
+    expect(page.locator("#sidebar")).to_be_visible()
+    expect(page.locator("#members")).to_contain_text("Pocket")
+    page.click("#menu")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    type_line(page, "small screens welcome")
+    shown_line(page, "small screens welcome")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
