@@ -525,3 +525,24 @@ def test_at_phone_width_the_member_list_folds_away(
     type_line(page, "small screens welcome")
     shown_line(page, "small screens welcome")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_the_page_shows_a_broker_restart(
+    make_broker: Callable[..., BrokerThread], open_page: Callable[..., Page]
+) -> None:
+    from playwright.sync_api import expect
+
+    first = make_broker()
+    gateway = GatewayThread(WebConfig(router=first.router, pub=first.pub))
+    try:
+        page = open_page(gateway.url)
+        login(page, "Robin")
+        first.stop()
+        expect(page.locator("#state")).to_have_text(re.compile("broker silent|reconnecting"))
+        make_broker(router=first.router, pub=first.pub)
+        # The tab's client registers again by itself; the page says so and works on.
+        expect(page.locator("#state")).to_have_text("registered again", timeout=30_000)
+        type_line(page, "still with you")
+        shown_line(page, "still with you")
+    finally:
+        gateway.stop()
