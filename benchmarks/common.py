@@ -19,8 +19,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from zchat.broker import Broker
-from zchat.core import BrokerConfig
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
 
 #: Workers start fresh: a forked child would inherit the parent's zmq context.
 MP = multiprocessing.get_context("spawn")

@@ -32,7 +32,8 @@ from benchmarks.common import (
     wait_stop,
     workers,
 )
-from zchat.core import BrokerConfig, BrokerCore, Publish
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import BrokerConfig, Publish
 from zchat.protocol import pack, room_topic, sync_topic
 
 ROOM = "bench"

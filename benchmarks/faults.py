@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import statistics
@@ -36,8 +37,8 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from zchat.client import Client, CurveKeys
-from zchat.ops import StatsProbe
+from zchat import Client, CurveKeys, Message
+from zchat.client.probe import Probe
 from zchat.protocol import pack, split_pub_frame, unpack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,11 +72,9 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+#: What a broker logs once bound: the endpoints it really got (it binds port 0).
+LISTENING = re.compile(r"broker listening: router (\S+), pub (\S+),")
+ANY_PORT = "tcp://127.0.0.1:0"
 
 
 class Proc:
@@ -117,16 +116,17 @@ class Proc:
             raise RuntimeError(f"pid {self.pid}: no output within {timeout}s")
         return line
 
-    def wait_stderr(self, needle: str, timeout: float) -> None:
+    def wait_stderr(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if needle in Path(self.stderr.name).read_text(errors="replace"):
-                return
+            found = pattern.search(Path(self.stderr.name).read_text(errors="replace"))
+            if found is not None:
+                return found
             if self.popen.poll() is not None:
                 break
             time.sleep(0.05)
         log = Path(self.stderr.name).read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"pid {self.pid}: no {needle!r} within {timeout}s: {log}")
+        raise RuntimeError(f"pid {self.pid}: no {pattern.pattern!r} within {timeout}s: {log}")
 
     def signal(self, signum: int) -> None:
         if self.popen.poll() is None:
@@ -145,13 +145,20 @@ class Proc:
 
 
 class BrokerProc(Proc):
-    def __init__(self, *extra: str, router: int = 0, pub: int = 0, heartbeat: float = 1.0):
-        self.router = f"tcp://127.0.0.1:{router or free_port()}"
-        self.pub = f"tcp://127.0.0.1:{pub or free_port()}"
-        args = ["-m", "zchat", "broker", "--router", self.router, "--pub", self.pub]
+    """A broker process on ports of its own choosing, or on ``endpoints`` (a restart
+    takes over its predecessor's): ``router`` and ``pub`` are read from its log."""
+
+    def __init__(
+        self,
+        *extra: str,
+        endpoints: tuple[str, str] = (ANY_PORT, ANY_PORT),
+        heartbeat: float = 1.0,
+    ) -> None:
+        args = ["-m", "zchat", "broker", "--router", endpoints[0], "--pub", endpoints[1]]
         args += ["--heartbeat", str(heartbeat), "--log-level", "info", *extra]
         super().__init__(args)
-        self.wait_stderr("broker listening", 15)
+        found = self.wait_stderr(LISTENING, 15)
+        self.router, self.pub = found.group(1), found.group(2)
 
 
 @contextmanager
@@ -344,15 +351,16 @@ def dead(long: bool) -> dict[str, Any]:
             obs.pump(0.2)
         leaves = obs.of("leave")
         delays = [e["ts"] - stopped_at for e in leaves]
-        probe = StatsProbe(broker.router)
-        ghosts = probe.ask()["sessions"]
+        probe = Probe(broker.router)
+        ghosts = probe.stats()["sessions"]
         for w in frozen:
             w.signal(signal.SIGCONT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             obs.pump(0.5)
             rejoined = {e["nick"] for e in obs.of("join") if e["nick"].startswith("f")}
-            if len(rejoined) == stop_procs * stop_per and probe.ask()["sessions"] == len(rejoined):
+            everyone_back = len(rejoined) == stop_procs * stop_per
+            if everyone_back and probe.stats()["sessions"] == len(rejoined):
                 break
         obs.pump(4 * hb)  # any late duplicate leave would show up here
         per_nick = Counter(e["nick"] for e in obs.of("leave"))
@@ -380,7 +388,7 @@ async def _chatter(
 
     async def listen() -> None:
         async for event in listener.events():
-            if event.type == "msg" and event.text in sent:
+            if isinstance(event, Message) and event.text in sent:
                 arrived[event.text] = time.time()
 
     task = asyncio.create_task(listen())
@@ -505,8 +513,8 @@ def flood(long: bool) -> dict[str, Any]:
 
     with cleanup([broker]):
         result = asyncio.run(run())
-        probe = StatsProbe(broker.router)
-        stats = probe.ask()
+        probe = Probe(broker.router)
+        stats = probe.stats()
         probe.close()
     ctx.destroy(linger=0)
     return {
@@ -527,8 +535,7 @@ def flood(long: bool) -> dict[str, Any]:
 def restart(long: bool) -> dict[str, Any]:
     talkers_n = 100 if long else 20
     seconds = 30.0 if long else 10.0
-    router, pub = free_port(), free_port()
-    broker = BrokerProc(router=router, pub=pub)
+    broker = BrokerProc()
     procs: list[Proc] = [broker]
     times: dict[str, float] = {}
 
@@ -543,7 +550,7 @@ def restart(long: bool) -> dict[str, Any]:
 
         async def watch() -> None:
             async for event in watcher.events():
-                if event.type == "msg" and event.text:
+                if isinstance(event, Message) and event.text:
                     seen[event.text] += 1
 
         watching = asyncio.create_task(watch())
@@ -561,7 +568,8 @@ def restart(long: bool) -> dict[str, Any]:
                 broker.signal(signal.SIGKILL)
                 broker.popen.wait()
                 times["killed"] = time.time()
-                procs.append(BrokerProc(router=router, pub=pub))
+                # Where the clients look for it.
+                procs.append(BrokerProc(endpoints=(broker.router, broker.pub)))
                 times["restarted"] = time.time()
             await asyncio.sleep(0.5)
         everyone = [*talkers, watcher]
@@ -675,8 +683,8 @@ def soak(long: bool) -> dict[str, Any]:
         for w in workers:
             w.signal(signal.SIGTERM)
             totals.update(json.loads(w.line(30)))
-        probe = StatsProbe(broker.router)
-        stats = probe.ask()
+        probe = Probe(broker.router)
+        stats = probe.stats()
         probe.close()
     half = len(samples) // 2
     return {

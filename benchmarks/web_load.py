@@ -40,7 +40,7 @@ from benchmarks.common import (
     start_broker,
     workers,
 )
-from zchat import Client
+from zchat import Client, Message
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "web_load.json"
@@ -126,7 +126,7 @@ async def direct_round_trip(client: Client, room: str, n: int) -> float:
         event = await client.next_event(timeout=30)
         if event is None:
             raise BenchError("the direct client closed")
-        if event.type == "msg" and event.data.get("id") == msg_id:
+        if isinstance(event, Message) and event.id == msg_id:
             return time.perf_counter() - start
 
 

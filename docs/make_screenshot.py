@@ -20,10 +20,10 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from zchat.broker import Broker
-from zchat.client import Client
-from zchat.core import BrokerConfig
-from zchat.tui import ChatApp
+from zchat import Client
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
+from zchat.ui.tui import ChatApp
 
 SIZE = (110, 32)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright, expect
 
 from zchat import Client
-from zchat.broker import Broker
-from zchat.core import BrokerConfig
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
 from zchat.web import WebConfig, WebServer, bind
 
 CHROMIUM = "/usr/bin/chromium"

@@ -1,5 +1,10 @@
 """Fixtures: brokers on ephemeral 127.0.0.1 ports, real ``zchat`` processes, and
-receive helpers that fail with what they saw instead of hanging."""
+receive helpers that fail with what they saw instead of hanging.
+
+Every server binds port 0 and the test reads the real endpoint back (a broker
+thread's ``router``/``pub``, a broker process's "broker listening" line): no
+port is picked first and bound later, so no other process can take it between.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +26,16 @@ from typing import Any
 import pytest
 import zmq
 
-from zchat.broker import Broker, CurveServer
-from zchat.core import BrokerConfig, Store
+from zchat.broker.adapter import Broker
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import BrokerConfig
+from zchat.broker.store import Store
+from zchat.curve import CurveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+#: Bind here to get a port the kernel picks; read the endpoint back after binding.
+ANY_PORT = "tcp://127.0.0.1:0"
 
 
 class BrokerThread:
@@ -46,7 +50,7 @@ class BrokerThread:
         self._thread.start()
 
     @property
-    def core(self) -> Any:
+    def core(self) -> BrokerCore:
         return self.broker.core
 
     def stop(self) -> None:
@@ -66,8 +70,8 @@ def make_broker() -> Iterator[Callable[..., BrokerThread]]:
 
     def start(
         *,
-        router: str = "tcp://127.0.0.1:*",
-        pub: str = "tcp://127.0.0.1:*",
+        router: str = ANY_PORT,
+        pub: str = ANY_PORT,
         store: Store | None = None,
         curve: CurveServer | None = None,
         **config: Any,
@@ -89,9 +93,24 @@ def broker(make_broker: Callable[..., BrokerThread]) -> BrokerThread:
 
 
 @pytest.fixture
-def endpoints() -> tuple[str, str]:
-    """Free (router, pub) endpoints on 127.0.0.1, for broker processes."""
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+def dead_endpoint() -> Iterator[Callable[[], str]]:
+    """Make endpoints on 127.0.0.1 where nothing listens, nor can while the test runs.
+
+    Each port is held by a bound socket that never listens: a connection to it
+    is refused, and no server can bind it meanwhile (not even with SO_REUSEADDR).
+    """
+    held: list[socket.socket] = []
+
+    def make() -> str:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return f"tcp://127.0.0.1:{port}"
+
+    yield make
+    for sock in held:
+        sock.close()
 
 
 @pytest.fixture

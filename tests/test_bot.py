@@ -12,29 +12,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import wait_event, wait_for_line
+from conftest import ANY_PORT, BrokerThread, ZchatProcess
+from helpers import wait_for, wait_for_line
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zchat.bot import (
+from zchat import Client, CurveKeys, Joined, Left, Message, TopicSet
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
+from zchat.client.probe import ping
+from zchat.curve import generate_keypair, load_public, load_secret, load_server
+from zchat.errors import NoAnswer, UsageError
+from zchat.protocol import ErrorCode
+from zchat.protocol.events import ErrorReply
+from zchat.ratelimit import TokenBucket
+from zchat.ui.bot import (
     COMMANDS_HELP,
     Bot,
     BotConfig,
     BotError,
-    Ration,
     Show,
     answer,
     parse_lines,
+    ration,
     read_script,
     run_bot,
 )
-from zchat.broker import Broker
-from zchat.client import Client, CurveKeys, Event
-from zchat.commands import Chat, SlashCommand
-from zchat.core import BrokerConfig
-from zchat.ping import PingError, ping
-from zchat.security import generate_keypair, load_public, load_secret, load_server
+from zchat.ui.input import Chat, SlashCommand
 
 TIME_RE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 
@@ -43,9 +47,9 @@ def env_for(broker: BrokerThread, **extra: str) -> dict[str, str]:
     return {"ZCHAT_ROUTER": broker.router, "ZCHAT_PUB": broker.pub, **extra}
 
 
-def said_by(nick: str, text: str | None = None) -> Callable[[Event], bool]:
-    def match(event: Event) -> bool:
-        return event.type == "msg" and event.nick == nick and (text is None or event.text == text)
+def said_by(nick: str, text: str | None = None) -> Callable[[Message], bool]:
+    def match(event: Message) -> bool:
+        return event.nick == nick and (text is None or event.text == text)
 
     return match
 
@@ -132,12 +136,21 @@ def test_an_answer_is_never_a_command(asker: str, text: str, other: str) -> None
         assert answer(reply, other, room="lobby", users=[], now=0.0) is None
 
 
-def test_ration() -> None:
-    ration = Ration(rate=1.0, burst=2.0, tokens=2.0)
-    assert ration.take(100.0)
-    assert ration.take(100.0)
-    assert not ration.take(100.5)
-    assert ration.take(101.5)
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=1.0, burst=2.0)
+    assert bucket.take(100.0)
+    assert bucket.take(100.0)
+    assert not bucket.take(100.5)
+    assert bucket.take(101.5)
+
+
+def test_bot_answers_five_at_once_then_one_a_second() -> None:
+    bucket = ration()
+    assert all(bucket.take(100.0) for _ in range(5))
+    assert not bucket.take(100.0)
+    assert not bucket.take(100.9)
+    assert bucket.take(101.0)
+    assert not bucket.take(101.0)
 
 
 # ---------------------------------------------------------------- the bot on a broker
@@ -156,14 +169,13 @@ async def test_bot_says_count_lines_cycling_then_leaves(broker: BrokerThread) ->
         out = io.StringIO()
         code = await run_bot(config, out=out)
         assert code == 0
-        first = await wait_event(gordon, said_by("Batman", "one"))
-        second = await wait_event(gordon, said_by("Batman", "two"))
-        assert second.data.get("action") is True
-        third = await wait_event(gordon, said_by("Batman"))
+        first = await wait_for(gordon, Message, said_by("Batman", "one"))
+        assert first.action is False
+        second = await wait_for(gordon, Message, said_by("Batman", "two"))
+        assert second.action is True
+        third = await wait_for(gordon, Message, said_by("Batman"))
         assert third.text == "one"
-        await wait_event(gordon, type="leave", nick="Batman", reason="quit")
-        assert first.seq is not None
-        assert third.seq is not None
+        await wait_for(gordon, Left, nick="Batman", reason="quit")
         assert third.seq > first.seq
     printed = out.getvalue().splitlines()
     assert any(line.endswith("<Batman> one") for line in printed), printed
@@ -182,14 +194,11 @@ async def test_bot_waits_delay_and_interval(broker: BrokerThread) -> None:
             pub=broker.pub,
         )
         task = asyncio.create_task(run_bot(config, out=io.StringIO()))
-        joined = await wait_event(gordon, type="join", nick="Batman")
-        first = await wait_event(gordon, said_by("Batman", "tick"))
-        second = await wait_event(gordon, said_by("Batman", "tick"))
+        joined = await wait_for(gordon, Joined, nick="Batman")
+        first = await wait_for(gordon, Message, said_by("Batman", "tick"))
+        second = await wait_for(gordon, Message, said_by("Batman", "tick"))
         assert await task == 0
     # Broker timestamps: no line before its due time (the lower bound only).
-    assert joined.ts is not None
-    assert first.ts is not None
-    assert second.ts is not None
     assert first.ts - joined.ts >= 0.2 - 0.05
     assert second.ts - first.ts >= 0.3 - 0.05
 
@@ -204,7 +213,7 @@ async def test_bot_sets_topic_from_its_script(broker: BrokerThread) -> None:
             pub=broker.pub,
         )
         assert await run_bot(config, out=io.StringIO()) == 0
-        event = await wait_event(gordon, type="topic", nick="Batman")
+        event = await wait_for(gordon, TopicSet, nick="Batman")
         assert event.text == "Gotham at night"
 
 
@@ -224,14 +233,14 @@ async def test_responder_answers_in_its_room_only(broker: BrokerThread) -> None:
         await robin.say("!echo not here", "cave")
         await robin.say("!time", "lobby")
         # Seen in that order: an answer in cave would come first.
-        reply = await wait_event(robin, said_by("Batman"))
-        assert re.fullmatch(f"Robin: {TIME_RE}", reply.text or ""), reply
+        reply = await wait_for(robin, Message, said_by("Batman"))
+        assert re.fullmatch(f"Robin: {TIME_RE}", reply.text), reply
         await robin.say("!echo holy echo, Batman", "lobby")
-        reply = await wait_event(robin, said_by("Batman"))
+        reply = await wait_for(robin, Message, said_by("Batman"))
         assert reply.text == "Robin: holy echo, Batman"
         assert reply.room == "lobby"
         await robin.say("!who", "lobby")
-        reply = await wait_event(robin, said_by("Batman"))
+        reply = await wait_for(robin, Message, said_by("Batman"))
         assert reply.text == "Robin: in lobby (2): Batman, Robin"
         bot.stop()
         await running
@@ -260,17 +269,17 @@ async def test_responders_do_not_answer_themselves_or_each_other(broker: BrokerT
     # Both are in the room before Batman says his line.
     tasks = [asyncio.create_task(bot.run()) for bot in bots]
     async with Client("Robin", router=broker.router, pub=broker.pub) as robin:
-        await wait_event(robin, said_by("Batman", "!echo !echo !help"))
-        answer_event = await wait_event(robin, said_by("Alfred"))
+        await wait_for(robin, Message, said_by("Batman", "!echo !echo !help"))
+        answer_event = await wait_for(robin, Message, said_by("Alfred"))
         assert answer_event.text == "Batman: !echo !help"
         # Both bots see the marker after everything above: had either answered
         # the answer (or itself), that message would come before the marker's.
         await robin.say("!echo marker")
         seen: list[str] = []
         while len(seen) < 2:
-            event = await wait_event(robin, lambda e: e.type == "msg" and e.nick != "Robin")
+            event = await wait_for(robin, Message, lambda e: e.nick != "Robin")
             assert event.text == "Robin: marker", f"unexpected {event.nick}: {event.text}"
-            seen.append(str(event.nick))
+            seen.append(event.nick)
         assert sorted(seen) == ["Alfred", "Batman"]
     for bot in bots:
         bot.stop()
@@ -362,11 +371,12 @@ def test_bot_process_usage_errors(
     assert not any("Traceback" in line for line in proc.stderr_lines)
 
 
-def test_bot_process_without_broker(zchat_proc: Callable[..., ZchatProcess]) -> None:
-    port = free_port()
+def test_bot_process_without_broker(
+    zchat_proc: Callable[..., ZchatProcess], dead_endpoint: Callable[[], str]
+) -> None:
     proc = zchat_proc(
         "bot", "--nick", "Batman", "--respond", "--connect-timeout", "0.5",
-        "--router", f"tcp://127.0.0.1:{port}", "--pub", f"tcp://127.0.0.1:{free_port()}",
+        "--router", dead_endpoint(), "--pub", dead_endpoint(),
     )  # fmt: skip
     assert proc.wait() == 3
     wait_for_line(proc.stderr_lines, "^zchat: no broker answered at tcp://127.0.0.1:")
@@ -375,13 +385,15 @@ def test_bot_process_without_broker(zchat_proc: Callable[..., ZchatProcess]) -> 
 # ---------------------------------------------------------------- ping
 
 
-def test_ping_library(broker: BrokerThread) -> None:
+def test_ping_library(broker: BrokerThread, dead_endpoint: Callable[[], str]) -> None:
     reply = ping(broker.router, 5.0)
-    assert reply is not None
-    assert reply.envelope.get("code") == "not_registered"
+    assert isinstance(reply.event, ErrorReply)
+    assert reply.event.code == ErrorCode.NOT_REGISTERED
     assert "answered in" in reply.describe()
-    assert ping(f"tcp://127.0.0.1:{free_port()}", 0.2) is None
-    with pytest.raises(PingError, match="bad endpoint"):
+    nowhere = dead_endpoint()
+    with pytest.raises(NoAnswer, match=f"no broker answered at {nowhere} within 0.2s"):
+        ping(nowhere, 0.2)
+    with pytest.raises(UsageError, match="bad endpoint"):
         ping("nonsense", 0.2)
 
 
@@ -401,9 +413,9 @@ def test_ping_process_from_environment(
 
 
 def test_ping_process_failure_is_bounded_and_clear(
-    zchat_proc: Callable[..., ZchatProcess],
+    zchat_proc: Callable[..., ZchatProcess], dead_endpoint: Callable[[], str]
 ) -> None:
-    router = f"tcp://127.0.0.1:{free_port()}"
+    router = dead_endpoint()
     started = time.monotonic()
     proc = zchat_proc("ping", "--router", router, "--timeout", "0.5")
     # A hang guard, not a performance figure: the timeout is honoured, not exceeded by much.
@@ -438,8 +450,8 @@ def curve_setup(tmp_path: Path) -> Iterator[CurveSetup]:
     broker = BrokerThread(
         Broker(
             BrokerConfig(heartbeat=0.5),
-            router="tcp://127.0.0.1:*",
-            pub="tcp://127.0.0.1:*",
+            router=ANY_PORT,
+            pub=ANY_PORT,
             curve=load_server(server.secret),
         )
     )
@@ -453,8 +465,10 @@ def test_ping_and_bot_speak_curve(
     curve_setup: CurveSetup, zchat_proc: Callable[..., ZchatProcess]
 ) -> None:
     broker = curve_setup.broker
-    assert ping(broker.router, 5.0, curve=curve_setup.keys) is not None
-    assert ping(broker.router, 0.3) is None, "a plain ping cannot pass a CURVE handshake"
+    reply = ping(broker.router, 5.0, curve=curve_setup.keys)
+    assert isinstance(reply.event, ErrorReply)
+    with pytest.raises(NoAnswer):
+        ping(broker.router, 0.3)  # a plain ping cannot pass a CURVE handshake
     keys = {
         "ZCHAT_SERVER_KEY": str(curve_setup.server_key),
         "ZCHAT_KEY": str(curve_setup.client_key),

@@ -3,7 +3,8 @@
 The file is read as Compose would read it, then every default service's
 ``command`` runs as ``python -m zchat <command>`` (the image's entrypoint is
 ``zchat``) with the service's ``environment``: the broker's service name and
-wildcard binds become 127.0.0.1 and each port a free one. The bots'
+wildcard binds become 127.0.0.1, the broker binds ports of its own choosing and
+every mention of a port it binds becomes the one it got. The bots'
 conversation must reach a listening client, and the healthcheck, as written,
 must pass. That tests the demo's commands, options and environment, not just
 its syntax (``docker-compose config -q`` in CI checks that).
@@ -25,13 +26,13 @@ from urllib.request import urlopen
 
 import pytest
 import yaml
-from conftest import ROOT, ZchatProcess, free_port
-from helpers import wait_for_line
+from conftest import ANY_PORT, ROOT, ZchatProcess
+from helpers import listening, web_listening
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from zchat.bot import parse_lines
-from zchat.commands import Chat
+from zchat.ui.bot import parse_lines
+from zchat.ui.input import Chat
 
 COMPOSE = ROOT / "docker-compose.yml"
 IMAGE = "zchat:local"
@@ -84,23 +85,32 @@ def environment(svc: dict[str, Any]) -> dict[str, str]:
 
 @dataclass
 class Localiser:
-    """Turns the file's endpoints into local ones: same port, same free port."""
+    """Turns the file's endpoints into local ones. A server binds port 0; then each
+    port of the file maps to the port its server really got (:meth:`learn`)."""
 
     hosts: set[str]
-    ports: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, str] = field(default_factory=dict)
 
-    def __call__(self, text: str) -> str:
+    def __call__(self, text: str, *, bind: bool = False) -> str:
         def sub(match: re.Match[str]) -> str:
             host, port = match.groups()
             assert host in self.hosts, f"{text!r}: host {host!r} is no service of this file"
-            if port not in self.ports:
-                self.ports[port] = free_port()
+            if bind:
+                return ANY_PORT
+            assert port in self.ports, f"{text!r}: port {port} is bound by no service started"
             return f"tcp://127.0.0.1:{self.ports[port]}"
 
         return ENDPOINT.sub(sub, text)
 
-    def env(self, svc: dict[str, Any]) -> dict[str, str]:
-        return {key: self(value) for key, value in environment(svc).items()}
+    def env(self, svc: dict[str, Any], *, bind: bool = False) -> dict[str, str]:
+        return {key: self(value, bind=bind) for key, value in environment(svc).items()}
+
+    def learn(self, written: str, bound: str) -> None:
+        """The endpoint ``written`` in the file was bound locally as ``bound``."""
+        found, real = ENDPOINT.search(written), ENDPOINT.fullmatch(bound)
+        assert found is not None, written
+        assert real is not None, bound
+        self.ports[found.group(2)] = real.group(2)
 
 
 def said(nick: str, text: str) -> Callable[[dict[str, Any]], bool]:
@@ -177,7 +187,10 @@ def test_default_services_hold_a_conversation(
 
     # The broker first, as its dependants wait for it to be healthy.
     broker = defaults["broker"]
-    procs["broker"] = zchat_proc(*command(broker), env=local.env(broker))
+    procs["broker"] = zchat_proc(*command(broker), env=local.env(broker, bind=True))
+    router, pub = listening(procs["broker"])
+    local.learn(environment(broker)["ZCHAT_ROUTER"], router)
+    local.learn(environment(broker)["ZCHAT_PUB"], pub)
     check = broker["healthcheck"]
     test = [local(interpolate(str(arg))) for arg in check["test"]]
     assert test[:2] == ["CMD", "zchat"]
@@ -208,10 +221,9 @@ def test_default_services_hold_a_conversation(
     listener.expect_json(type="status", state="connected")
     for name, svc in bots.items():
         procs[name] = zchat_proc(*command(svc), env=local.env(svc))
-    web_ports = {}
     for name, svc in webs.items():
-        web_ports[name] = free_port()
-        env = local.env(svc) | {"ZCHAT_WEB_LISTEN": f"127.0.0.1:{web_ports[name]}"}
+        # The file's port is published by Docker; here the gateway picks a free one.
+        env = local.env(svc) | {"ZCHAT_WEB_LISTEN": "127.0.0.1:0"}
         procs[name] = zchat_proc(*command(svc), env=env)
 
     # Each bot's first line reaches the listener; a command gets its answer.
@@ -251,8 +263,8 @@ def test_default_services_hold_a_conversation(
     procs[asking].expect(re.escape(f"<{asker}> {question}"))
 
     # The browser gateway serves the page, and a page from the allowed origin gets in.
-    for name, port in web_ports.items():
-        wait_for_line(procs[name].stderr_lines, f"listening on http://127.0.0.1:{port}")
+    for name in webs:
+        port = web_listening(procs[name])
         allowed = environment(webs[name])["ZCHAT_WEB_ALLOW_ORIGIN"]
         with urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
             assert "Content-Security-Policy" in page.headers

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zchat.core import BrokerConfig, BrokerCore, Output, Publish, Reply
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import BrokerConfig, Output, Publish, Reply
 from zchat.protocol import pack, split_pub_frame, unpack
 
 
@@ -324,9 +325,9 @@ def test_message_ids_are_forgotten_after_the_ttl() -> None:
     conv.send(A, type="say", room="lobby", text="x", id="m1")
     conv.advance(5)  # timed out: the ids are kept for the ttl from now
     conv.advance(9)
-    assert conv.core._orphan_ids
+    assert conv.core.registry.orphan_ids
     conv.advance(2)
-    assert not conv.core._orphan_ids
+    assert not conv.core.registry.orphan_ids
     conv.hello(B, "Batman")
     assert conv.send(B, type="say", room="lobby", text="x", id="m1") == []
     assert len(conv.events("msg")) == 2
@@ -435,7 +436,8 @@ def test_idle_rooms_are_evicted_beyond_the_cap() -> None:
         conv.send(A, type="join", room=f"r{n}")
         conv.send(A, type="leave", room=f"r{n}")
     conv.core.check_invariants()
-    assert len(conv.core._rooms) == 3
+    assert len(conv.core.rooms.rooms) == 3
+    assert len(conv.core.rooms.idle) == 3
 
 
 def test_stats_answer_unregistered_peers(conv: Conversation) -> None:

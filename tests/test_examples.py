@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, BrokerThread
-from helpers import wait_event
+from helpers import wait_for
 
-from zchat.client import Client
+from zchat import Client, Joined, Message
 
 
 async def test_greeter_example_greets_a_newcomer(broker: BrokerThread) -> None:
@@ -19,9 +19,9 @@ async def test_greeter_example_greets_a_newcomer(broker: BrokerThread) -> None:
     async with Client("Watcher", router=broker.router, pub=broker.pub) as watcher:
         proc = subprocess.Popen([sys.executable, str(script)], env=env)
         try:
-            await wait_event(watcher, type="join", nick="Greeter", timeout=10)
+            await wait_for(watcher, Joined, nick="Greeter", timeout=10)
             async with Client("Newcomer", router=broker.router, pub=broker.pub):
-                greeting = await wait_event(watcher, type="msg", nick="Greeter", timeout=10)
+                greeting = await wait_for(watcher, Message, nick="Greeter", timeout=10)
                 assert greeting.text == "welcome, Newcomer!"
             assert proc.wait(10) == 0
         finally:

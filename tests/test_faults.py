@@ -18,22 +18,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import zmq
-from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import until, wait_for_line
+from conftest import ANY_PORT, BrokerThread, ZchatProcess
+from helpers import HEARTBEAT, start_broker, until
+from measure import open_fds, rss_mib, spread
 
-from benchmarks.faults import open_fds, rss_mib, spread
-from zchat.broker import Broker, CurveServer
-from zchat.client import Client, Event
-from zchat.core import BrokerConfig
-from zchat.ops import StatsProbe
+from zchat import Client, ClientEvent, Joined, Left, Message
+from zchat.broker.adapter import Broker
+from zchat.broker.state import BrokerConfig
+from zchat.client.probe import Probe
+from zchat.curve import CurveServer
 from zchat.protocol import MAX_REPLY_ARRAY, MAX_REPLY_FRAME, pack, unpack
-
-HEARTBEAT = 0.5
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -46,16 +44,7 @@ def report(case: str, figures: dict[str, Any]) -> None:
         (Path(folder) / f"{case}.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def broker_process(
-    zchat_proc: Callable[..., ZchatProcess], *extra: str, router: int = 0, pub: int = 0
-) -> tuple[ZchatProcess, str, str]:
-    router_ep = f"tcp://127.0.0.1:{router or free_port()}"
-    pub_ep = f"tcp://127.0.0.1:{pub or free_port()}"
-    proc = zchat_proc(
-        "broker", "--router", router_ep, "--pub", pub_ep, "--heartbeat", str(HEARTBEAT), *extra
-    )
-    wait_for_line(proc.stderr_lines, "broker listening")
-    return proc, router_ep, pub_ep
+_E = TypeVar("_E", bound=ClientEvent)
 
 
 class Recorder:
@@ -63,34 +52,35 @@ class Recorder:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.events: list[tuple[float, Event]] = []
+        self.events: list[tuple[float, ClientEvent]] = []
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         async for event in self.client.events():
             self.events.append((time.time(), event))
 
-    def of(self, kind: str, **fields: Any) -> list[tuple[float, Event]]:
+    def of(self, kind: type[_E], **fields: Any) -> list[tuple[float, _E]]:
+        """Events of class ``kind`` whose ``to_json()`` has ``fields``, with arrival times."""
         return [
             (t, e)
             for t, e in self.events
-            if e.type == kind and all(e.data.get(k) == v for k, v in fields.items())
+            if isinstance(e, kind) and all(e.to_json().get(k) == v for k, v in fields.items())
         ]
 
     async def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         await until(condition, timeout, what)
 
-    async def wait_for(self, kind: str, timeout: float, count: int = 1, **fields: Any) -> None:
-        """Until ``count`` events of ``kind`` with ``fields`` have arrived."""
+    async def wait_for(self, kind: type[_E], timeout: float, count: int = 1, **fields: Any) -> None:
+        """Until ``count`` events of class ``kind`` with ``fields`` have arrived."""
         await until(
-            lambda: len(self.of(kind, **fields)) >= count, timeout, f"{count} {kind} {fields}"
+            lambda: len(self.of(kind, **fields)) >= count,
+            timeout,
+            f"{count} {kind.__name__} {fields}",
         )
 
     def arrival(self, text: str) -> float | None:
-        for t, e in self.events:
-            if e.type == "msg" and e.text == text:
-                return t
-        return None
+        arrived = self.of(Message, text=text)
+        return arrived[0][0] if arrived else None
 
     def stop(self) -> None:
         self._task.cancel()
@@ -113,7 +103,7 @@ async def test_killed_and_frozen_clients_leave_once(
             for nick in killed + frozen
         }
         for nick in procs:
-            await rec.wait_for("join", 30, nick=nick)
+            await rec.wait_for(Joined, 30, nick=nick)
         stopped_at: dict[str, float] = {}
         for nick in killed:
             stopped_at[nick] = time.time()
@@ -122,13 +112,12 @@ async def test_killed_and_frozen_clients_leave_once(
             stopped_at[nick] = time.time()
             procs[nick].signal(signal.SIGSTOP)
         await rec.wait(
-            lambda: all(rec.of("leave", nick=n) for n in procs), 10, "every stopped client leaves"
+            lambda: all(rec.of(Left, nick=n) for n in procs), 10, "every stopped client leaves"
         )
         delays = {}
         for nick in procs:
-            (_, leave), *_ = rec.of("leave", nick=nick)
-            assert leave.data["reason"] == "timeout"
-            assert leave.ts is not None
+            (_, leave), *_ = rec.of(Left, nick=nick)
+            assert leave.reason == "timeout"
             delays[nick] = leave.ts - stopped_at[nick]
             # The guarantee in docs/reliability.md: within 3 heartbeats + 1 s.
             assert delays[nick] <= 3 * HEARTBEAT + 1.0, (nick, delays[nick])
@@ -137,10 +126,10 @@ async def test_killed_and_frozen_clients_leave_once(
         for nick in frozen:
             procs[nick].signal(signal.SIGCONT)
         for nick in frozen:
-            await rec.wait_for("join", 20, count=2, nick=nick)
+            await rec.wait_for(Joined, 20, count=2, nick=nick)
             procs[nick].send(f"{nick} is back")
-            await rec.wait_for("msg", 10, nick=nick, text=f"{nick} is back")
-        leaves = Counter(e.nick for _, e in rec.of("leave"))
+            await rec.wait_for(Message, 10, nick=nick, text=f"{nick} is back")
+        leaves = Counter(e.nick for _, e in rec.of(Left))
         rec.stop()
     assert all(leaves[n] == 1 for n in procs), leaves
     report(
@@ -162,7 +151,8 @@ async def test_killed_and_frozen_clients_leave_once(
 async def test_frozen_subscriber_is_bounded_and_repaired(
     zchat_proc: Callable[..., ZchatProcess], zctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    broker, router, pub = broker_process(zchat_proc, "--rate-limit", "0", "--history", "300")
+    broker = start_broker(zchat_proc, "--rate-limit", "0", "--history", "300")
+    router, pub = broker.endpoints
     frozen = zchat_proc(
         "client",
         "--nick",
@@ -197,15 +187,15 @@ async def test_frozen_subscriber_is_bounded_and_repaired(
                 sent[line] = time.time()
                 await alice.say(line)
                 if n % 50 == 49 or n == rounds - 1:
-                    await rec.wait_for("msg", 10, text=line)
+                    await rec.wait_for(Message, 10, text=line)
             arrivals = {line: rec.arrival(line) for line in sent}
             return [t - sent[line] for line, t in arrivals.items() if t is not None]
 
         baseline = await chat(200, "warm")
-        rss_before = rss_mib(broker.pid)
+        rss_before = rss_mib(broker.proc.pid)
         frozen.signal(signal.SIGSTOP)
         during = await chat(3000, "m")
-        rss_after = rss_mib(broker.pid)
+        rss_after = rss_mib(broker.proc.pid)
         frozen.signal(signal.SIGCONT)
         last = await asyncio.to_thread(
             frozen.expect_json, type="msg", text=f"m2999 {text}", timeout=30
@@ -251,7 +241,7 @@ async def test_flooder_is_limited_and_others_unaffected(
         flooder.send(pack({"type": "hello", "v": 1, "nick": "flood", "id": "h"}))
         assert flooder.poll(5000)
         assert unpack(flooder.recv())["type"] == "welcome"
-        await rec.wait(lambda: bool(rec.of("join", nick="flood")), 5, "flooder joins")
+        await rec.wait(lambda: bool(rec.of(Joined, nick="flood")), 5, "flooder joins")
         say = pack({"type": "say", "room": "lobby", "text": "spam"})
         started = time.time()
         sent = 0
@@ -265,21 +255,21 @@ async def test_flooder_is_limited_and_others_unaffected(
                     break
             t0 = time.time()
             await alice.say(f"calm {n}")
-            await rec.wait_for("msg", 10, text=f"calm {n}")
-            latencies.append(rec.of("msg", text=f"calm {n}")[0][0] - t0)
-        await rec.wait(lambda: bool(rec.of("leave", nick="flood")), 10, "flooder dropped")
+            await rec.wait_for(Message, 10, text=f"calm {n}")
+            latencies.append(rec.of(Message, text=f"calm {n}")[0][0] - t0)
+        await rec.wait(lambda: bool(rec.of(Left, nick="flood")), 10, "flooder dropped")
         elapsed = time.time() - started
-        accepted = len(rec.of("msg", nick="flood"))
-        (_, leave), *_ = rec.of("leave", nick="flood")
+        accepted = len(rec.of(Message, nick="flood"))
+        (_, leave), *_ = rec.of(Left, nick="flood")
         rec.stop()
-    assert leave.data["reason"] == "flood"
+    assert leave.reason == "flood"
     assert accepted <= cfg.rate_burst + cfg.rate_limit * elapsed + 1
     report(
         "flood_ci",
         {
             "flooder_sent": sent,
             "flooder_accepted": accepted,
-            "flooder_leave_reason": leave.data["reason"],
+            "flooder_leave_reason": leave.reason,
             "others_delivered": f"{len(latencies)}/20",
             "others_latency": spread(latencies),
             "seconds": round(elapsed, 2),
@@ -296,10 +286,8 @@ async def test_broker_killed_under_load_loses_and_doubles_nothing(
     # With --db, what the killed broker published was committed first, so the
     # watcher repairs what it missed in flight; without it that is lost for good.
     db = str(tmp_path / "chat.db")
-    router_port, pub_port = free_port(), free_port()
-    broker, router, pub = broker_process(
-        zchat_proc, "--rate-limit", "0", "--db", db, router=router_port, pub=pub_port
-    )
+    broker = start_broker(zchat_proc, "--rate-limit", "0", "--db", db)
+    router, pub = broker.endpoints
     nicks = [f"talker{i}" for i in range(4)]
     per_talker = 40
     # What talkers resent before the watcher was back reaches it as backlog: take all of it.
@@ -316,17 +304,12 @@ async def test_broker_killed_under_load_loses_and_doubles_nothing(
                 for talker in talkers:
                     await talker.say(f"{talker.nick} {n}")
                 if n == per_talker // 3:
-                    broker.signal(signal.SIGKILL)
-                    broker.wait()
+                    broker.proc.signal(signal.SIGKILL)
+                    broker.proc.wait()
                     killed_at = time.time()
-                    broker, _, _ = broker_process(
-                        zchat_proc,
-                        "--rate-limit",
-                        "0",
-                        "--db",
-                        db,
-                        router=router_port,
-                        pub=pub_port,
+                    # Where the clients look for it.
+                    broker = start_broker(
+                        zchat_proc, "--rate-limit", "0", "--db", db, endpoints=(router, pub)
                     )
                     restarted_at = time.time()
                 await asyncio.sleep(0.02)  # load generation pace, not synchronisation
@@ -335,9 +318,9 @@ async def test_broker_killed_under_load_loses_and_doubles_nothing(
             registered_at = time.time()
             expected = {f"{t} {n}" for t in nicks for n in range(per_talker)}
             await until(
-                lambda: expected <= {str(e.text) for _, e in rec.of("msg")}, 20, "all messages"
+                lambda: expected <= {e.text for _, e in rec.of(Message)}, 20, "all messages"
             )
-            said = Counter(str(e.text) for _, e in rec.of("msg"))
+            said = Counter(e.text for _, e in rec.of(Message))
         finally:
             for talker in talkers:
                 await talker.close()
@@ -393,23 +376,25 @@ def hostile_connections(endpoint: str, count: int, mechanism: bytes, seed: int) 
 async def test_random_bytes_connections_do_not_hurt_the_broker(
     zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    broker, router, pub = broker_process(zchat_proc)
-    probe = StatsProbe(router, timeout=5)
+    broker = start_broker(zchat_proc)
+    router, pub = broker.endpoints
+    pid = broker.proc.pid
+    probe = Probe(router, timeout=5)
     try:
-        probe.ask()
-        rss_before, fds_before = rss_mib(broker.pid), open_fds(broker.pid)
+        probe.stats()
+        rss_before, fds_before = rss_mib(pid), open_fds(pid)
         sent = hostile_connections(router, 200, b"NULL", 1)
         sent += hostile_connections(pub, 50, b"NULL", 2)
-        stats = probe.ask()
+        stats = probe.stats()
         deadline = time.monotonic() + 10
-        while open_fds(broker.pid) > fds_before + 5 and time.monotonic() < deadline:
+        while open_fds(pid) > fds_before + 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        rss_after, fds_after = rss_mib(broker.pid), open_fds(broker.pid)
+        rss_after, fds_after = rss_mib(pid), open_fds(pid)
     finally:
         probe.close()
     async with Client("after", router=router, pub=pub) as client:
         await client.say("still fine")
-    assert broker.proc.poll() is None, broker.stderr_lines[-10:]
+    assert broker.proc.proc.poll() is None, broker.proc.stderr_lines[-10:]
     assert fds_after <= fds_before + 5, (fds_before, fds_after)
     assert rss_after - rss_before < 32, (rss_before, rss_after)
     report(
@@ -431,8 +416,8 @@ def test_garbage_curve_handshakes_are_refused() -> None:
     public, secret = zmq.curve_keypair()
     server = Broker(
         BrokerConfig(heartbeat=HEARTBEAT),
-        router="tcp://127.0.0.1:*",
-        pub="tcp://127.0.0.1:*",
+        router=ANY_PORT,
+        pub=ANY_PORT,
         curve=CurveServer(public, secret),
     )
     thread = BrokerThread(server)
@@ -490,7 +475,7 @@ async def test_large_backlog_and_roster_reach_the_client(
         assert len(late.rooms["lobby"].users) == 301
         rec = Recorder(late)
         await rec.wait(
-            lambda: sum(1 for _, e in rec.events if e.history and e.type == "msg") == 400,
+            lambda: len([e for _, e in rec.of(Message) if e.history]) == 400,
             10,
             "400 messages of backlog",
         )

@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zchat.core import BrokerConfig, BrokerCore, Output, Publish, Reply
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import BrokerConfig, Output, Publish, Reply
 from zchat.protocol import (
     ProtocolError,
     decode_command,
@@ -202,7 +203,13 @@ class Model:
                 members[env["new"]] += 1
         core.check_invariants()
         for room, members in self.members.items():
-            assert sorted(members.elements()) == sorted(core.roster(room)), room
+            assert sorted(members.elements()) == sorted(roster(core, room)), room
+
+
+def roster(core: BrokerCore, room: str) -> list[str]:
+    """Who the core has in ``room`` (nobody if the room is not in memory)."""
+    found = core.rooms.rooms.get(room)
+    return [s.nick for s in found.members.values()] if found else []
 
 
 def run_steps(core: BrokerCore, plan: list[tuple[Any, ...]]) -> None:

@@ -10,13 +10,36 @@ from collections.abc import Callable
 
 import pytest
 import zmq
-from conftest import BrokerThread, ZchatProcess, free_port, recv_until
-from helpers import HEARTBEAT, client_for, start_broker, start_client, until, wait_event
+from conftest import BrokerThread, ZchatProcess, recv_until
+from helpers import (
+    HEARTBEAT,
+    client_for,
+    numbered,
+    start_broker,
+    start_client,
+    until,
+    wait_event,
+    wait_for,
+)
 
-from zchat.client import Client, ConnectTimeout, RegistrationError
+from zchat import (
+    Client,
+    ClientEvent,
+    ConnectTimeout,
+    Left,
+    Message,
+    Missed,
+    RegistrationError,
+    Status,
+)
 from zchat.protocol import pack, room_topic, unpack
+from zchat.protocol.events import RoomEvent
 
 # ---------------------------------------------------------------- library
+
+
+def numbered_or_missed(event: ClientEvent) -> bool:
+    return numbered(event) or isinstance(event, Missed)
 
 
 async def test_two_clients_see_join_messages_and_leave(broker: BrokerThread) -> None:
@@ -25,13 +48,13 @@ async def test_two_clients_see_join_messages_and_leave(broker: BrokerThread) -> 
         async with client_for(broker, "Superman") as superman:
             await wait_event(batman, type="join", nick="Superman")
             await superman.say("hello Batman")
-            msg = await wait_event(batman, type="msg")
+            msg = await wait_for(batman, Message)
             assert (msg.nick, msg.text, msg.room) == ("Superman", "hello Batman", "lobby")
             await batman.say("hi")
             await wait_event(superman, type="msg", nick="Batman", text="hi")
             assert superman.rooms["lobby"].users == ["Batman", "Superman"]
-        leave = await wait_event(batman, type="leave")
-        assert (leave.nick, leave.data["reason"]) == ("Superman", "quit")
+        leave = await wait_for(batman, Left)
+        assert (leave.nick, leave.reason) == ("Superman", "quit")
         assert batman.rooms["lobby"].users == ["Batman"]
 
 
@@ -42,11 +65,9 @@ async def test_duplicate_nick_is_refused(broker: BrokerThread) -> None:
         assert info.value.code == "nick_taken"
 
 
-async def test_no_broker_is_a_connect_timeout() -> None:
-    port = free_port()
-    client = Client(
-        "x", router=f"tcp://127.0.0.1:{port}", pub=f"tcp://127.0.0.1:{port}", connect_timeout=0.5
-    )
+async def test_no_broker_is_a_connect_timeout(dead_endpoint: Callable[[], str]) -> None:
+    nowhere = dead_endpoint()
+    client = Client("x", router=nowhere, pub=nowhere, connect_timeout=0.5)
     started = time.monotonic()
     with pytest.raises(ConnectTimeout):
         await client.connect()
@@ -75,10 +96,8 @@ async def test_ready_client_misses_nothing_published_after_its_join(
                 async with client_for(broker, f"Late{attempt}", backlog=0) as late:
                     seqs: list[int] = []
                     for _ in range(60):
-                        event = await wait_event(
-                            late, lambda e: e.seq is not None or e.type == "missed"
-                        )
-                        assert event.type != "missed", event
+                        event = await wait_event(late, numbered_or_missed)
+                        assert isinstance(event, RoomEvent), event  # not Missed
                         assert event.seq is not None
                         seqs.append(event.seq)
                     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
@@ -151,19 +170,18 @@ async def test_client_reports_broker_silence(broker: BrokerThread) -> None:
     async with client_for(broker, "Batman") as batman:
         await wait_event(batman, type="status", state="connected")
         broker.stop()
-        silent = await wait_event(batman, type="status", state="silent", timeout=3)
-        assert "no word from the broker" in str(silent.data["text"])
+        silent = await wait_for(batman, Status, state="silent", timeout=3)
+        assert "no word from the broker" in silent.text
         assert not batman.connected
 
 
 async def test_broker_restart_clients_register_again(
     make_broker: Callable[..., BrokerThread],
 ) -> None:
-    router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    first = make_broker(router=router, pub=pub)
+    first = make_broker()
     async with client_for(first, "Batman") as batman, client_for(first, "Robin") as robin:
         first.stop()
-        make_broker(router=router, pub=pub)
+        make_broker(router=first.router, pub=first.pub)  # where the clients look for it
         await wait_event(batman, type="status", state="registered", timeout=10)
         await wait_event(robin, type="status", state="registered", timeout=10)
         await until(lambda: batman.connected and robin.connected, what="both connected")
@@ -175,12 +193,12 @@ async def test_broker_restart_clients_register_again(
 
 
 def test_cli_conversation_with_json_and_line_mode(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    start_broker(zchat_proc, endpoints)
-    batman = start_client(zchat_proc, endpoints, "Batman", "--json")
+    broker = start_broker(zchat_proc)
+    batman = start_client(zchat_proc, broker, "Batman", "--json")
     batman.expect_json(type="join", nick="Batman")
-    superman = start_client(zchat_proc, endpoints, "Superman")
+    superman = start_client(zchat_proc, broker, "Superman")
     superman.expect(r"^--> Superman joined lobby$")
     batman.expect_json(type="join", nick="Superman")
     superman.send("hello \x1b[31mred\x1b[0m")
@@ -201,19 +219,20 @@ def test_cli_conversation_with_json_and_line_mode(
 
 
 def test_cli_duplicate_nick_exits_1_with_one_line(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    start_broker(zchat_proc, endpoints)
-    batman = start_client(zchat_proc, endpoints, "Batman", "--json")
+    broker = start_broker(zchat_proc)
+    batman = start_client(zchat_proc, broker, "Batman", "--json")
     batman.expect_json(type="join", nick="Batman")
-    dup = start_client(zchat_proc, endpoints, "batman")
+    dup = start_client(zchat_proc, broker, "batman")
     assert dup.wait() == 1
     assert dup.stderr_lines == ["zchat: nick_taken: batman is in use"]
 
 
 def test_cli_bad_nick_and_no_broker(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess], dead_endpoint: Callable[[], str]
 ) -> None:
+    endpoints = dead_endpoint(), dead_endpoint()
     bad = start_client(zchat_proc, endpoints, "bat man")
     assert bad.wait() == 1
     assert len(bad.stderr_lines) == 1
@@ -228,12 +247,12 @@ def test_cli_bad_nick_and_no_broker(
 
 
 def test_cli_kill_9_gives_exactly_one_leave_within_3_heartbeats(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    start_broker(zchat_proc, endpoints)
-    watcher = start_client(zchat_proc, endpoints, "Watcher", "--json")
+    broker = start_broker(zchat_proc)
+    watcher = start_client(zchat_proc, broker, "Watcher", "--json")
     watcher.expect_json(type="join", nick="Watcher")
-    victim = start_client(zchat_proc, endpoints, "Victim", "--json")
+    victim = start_client(zchat_proc, broker, "Victim", "--json")
     watcher.expect_json(type="join", nick="Victim")
     victim.expect_json(type="join", nick="Victim")
     killed_at = time.monotonic()
@@ -250,16 +269,16 @@ def test_cli_kill_9_gives_exactly_one_leave_within_3_heartbeats(
 
 
 def test_cli_broker_restart_clients_come_back(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    broker = start_broker(zchat_proc, endpoints)
-    batman = start_client(zchat_proc, endpoints, "Batman", "--json")
-    robin = start_client(zchat_proc, endpoints, "Robin")
+    broker = start_broker(zchat_proc)
+    batman = start_client(zchat_proc, broker, "Batman", "--json")
+    robin = start_client(zchat_proc, broker, "Robin")
     batman.expect_json(type="join", nick="Robin")
     robin.expect(r"connected as Robin")
-    os.kill(broker.pid, signal.SIGKILL)
-    broker.wait()
-    start_broker(zchat_proc, endpoints)
+    os.kill(broker.proc.pid, signal.SIGKILL)
+    broker.proc.wait()
+    start_broker(zchat_proc, endpoints=broker.endpoints)  # where the clients look for it
     batman.expect_json(type="status", state="registered", timeout=15)
     robin.expect(r"registered again as Robin", timeout=15)
     robin.send("we are back")
@@ -267,26 +286,26 @@ def test_cli_broker_restart_clients_come_back(
 
 
 def test_cli_sigterm_stops_the_broker_cleanly(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    broker = start_broker(zchat_proc, endpoints)
-    client = start_client(zchat_proc, endpoints, "Batman", "--json")
+    broker = start_broker(zchat_proc)
+    client = start_client(zchat_proc, broker, "Batman", "--json")
     client.expect_json(type="join", nick="Batman")
     started = time.monotonic()
-    broker.signal(signal.SIGTERM)
-    assert broker.wait() == 0
+    broker.proc.signal(signal.SIGTERM)
+    assert broker.proc.wait() == 0
     assert time.monotonic() - started < 2
-    assert any("broker stopped" in line for line in broker.stderr_lines)
+    assert any("broker stopped" in line for line in broker.proc.stderr_lines)
     # Clients heard the shutdown rather than waiting for a timeout.
     client.expect_json(type="leave", nick="Batman")
 
 
 def test_cli_client_sigint_says_bye(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
+    zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    start_broker(zchat_proc, endpoints)
-    watcher = start_client(zchat_proc, endpoints, "Watcher", "--json")
-    quitter = start_client(zchat_proc, endpoints, "Quitter", "--json")
+    broker = start_broker(zchat_proc)
+    watcher = start_client(zchat_proc, broker, "Watcher", "--json")
+    quitter = start_client(zchat_proc, broker, "Quitter", "--json")
     watcher.expect_json(type="join", nick="Quitter")
     quitter.expect_json(type="status", state="connected")
     quitter.signal(signal.SIGINT)
@@ -296,18 +315,17 @@ def test_cli_client_sigint_says_bye(
 
 def test_cli_raw_subscriber_sees_only_its_room(
     zchat_proc: Callable[..., ZchatProcess],
-    endpoints: tuple[str, str],
     zctx: zmq.Context[zmq.Socket[bytes]],
 ) -> None:
-    start_broker(zchat_proc, endpoints)
+    broker = start_broker(zchat_proc)
     sub = zctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, room_topic("lobby"))
-    sub.connect(endpoints[1])
-    talker = start_client(zchat_proc, endpoints, "Talker", "--room", "lobby2", "--json")
+    sub.connect(broker.pub)
+    talker = start_client(zchat_proc, broker, "Talker", "--room", "lobby2", "--json")
     talker.expect_json(type="join", nick="Talker")
     # A second client joins lobby, which the raw SUB must see; lobby2 traffic must not arrive.
-    other = start_client(zchat_proc, endpoints, "Other", "--json")
+    other = start_client(zchat_proc, broker, "Other", "--json")
     talker.send("in lobby2")
     talker.expect_json(type="msg", text="in lobby2")
     other.expect_json(type="join", nick="Other")

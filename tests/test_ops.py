@@ -12,15 +12,19 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import wait_event, wait_for_line
+from conftest import ANY_PORT, BrokerThread, ZchatProcess
+from helpers import start_broker, wait_for, wait_for_line
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from zchat.client import Client
-from zchat.core import BrokerCore
-from zchat.ops import JsonFormatter, Metrics, NoAnswer, StatsProbe, stats_json, stats_table
+from zchat import Client, Message
+from zchat.broker.core import BrokerCore
+from zchat.broker.metrics import Metrics
+from zchat.client.probe import Probe
+from zchat.errors import NoAnswer
+from zchat.logs import JsonFormatter
 from zchat.protocol import pack
+from zchat.ui.stats import stats_json, stats_table
 
 HOSTILE = "\x1b[31mred\x1b]0;title\x07"
 
@@ -121,21 +125,27 @@ def test_collector_survives_a_table_changing_under_it() -> None:
 
 
 def test_probe_gets_stats_without_registering(broker: BrokerThread) -> None:
-    probe = StatsProbe(broker.router, timeout=5.0)
+    probe = Probe(broker.router, timeout=5.0)
     try:
-        first = probe.ask()
-        second = probe.ask()
+        first = probe.stats()
+        second = probe.ask()  # what ``zchat stats --watch`` calls
+        pong = probe.ping()
     finally:
         probe.close()
     assert first["sessions"] == 0
     assert second["envelopes_in"] > first["envelopes_in"]
+    assert "type" not in first
+    assert "re" not in first
+    assert "answered in" in pong.describe()
 
 
-def test_probe_without_broker_raises_no_answer() -> None:
-    probe = StatsProbe(f"tcp://127.0.0.1:{free_port()}", timeout=0.3)
+def test_probe_without_broker_raises_no_answer(dead_endpoint: Callable[[], str]) -> None:
+    probe = Probe(dead_endpoint(), timeout=0.3)
     try:
         with pytest.raises(NoAnswer, match="no broker answered"):
-            probe.ask()
+            probe.stats()
+        with pytest.raises(NoAnswer, match="no broker answered"):
+            probe.ping()
     finally:
         probe.close()
 
@@ -173,8 +183,10 @@ def test_stats_watch_refreshes_until_ctrl_c(
     assert not any("Traceback" in line for line in watcher.stderr_lines)
 
 
-def test_stats_without_broker_fails_clearly(zchat_proc: Callable[..., ZchatProcess]) -> None:
-    router = f"tcp://127.0.0.1:{free_port()}"
+def test_stats_without_broker_fails_clearly(
+    zchat_proc: Callable[..., ZchatProcess], dead_endpoint: Callable[[], str]
+) -> None:
+    router = dead_endpoint()
     proc = zchat_proc("stats", "--router", router, "--timeout", "0.3")
     assert proc.wait() == 3
     line = wait_for_line(proc.stderr_lines, "no broker answered")
@@ -185,22 +197,14 @@ def test_stats_without_broker_fails_clearly(zchat_proc: Callable[..., ZchatProce
 async def test_broker_serves_metrics_and_json_logs(
     zchat_proc: Callable[..., ZchatProcess],
 ) -> None:
-    router, pub, metrics_port = free_port(), free_port(), free_port()
-    broker = zchat_proc(
-        "broker",
-        "--router",
-        f"tcp://127.0.0.1:{router}",
-        "--pub",
-        f"tcp://127.0.0.1:{pub}",
-        env={"ZCHAT_METRICS_PORT": str(metrics_port), "ZCHAT_LOG_FORMAT": "json"},
-    )
-    wait_for_line(broker.stderr_lines, "broker listening")
-    async with Client(
-        "ann", router=f"tcp://127.0.0.1:{router}", pub=f"tcp://127.0.0.1:{pub}"
-    ) as ann:
+    # Port 0 everywhere: the log says what the broker got.
+    server = start_broker(zchat_proc, env={"ZCHAT_METRICS_PORT": "0", "ZCHAT_LOG_FORMAT": "json"})
+    broker = server.proc
+    line = wait_for_line(broker.stderr_lines, r"metrics at http://127\.0\.0\.1:\d+/metrics")
+    url = json.loads(line)["message"].removeprefix("metrics at ")
+    async with Client("ann", router=server.router, pub=server.pub) as ann:
         await ann.say("hello")
-        await wait_event(ann, type="msg", nick="ann")
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        await wait_for(ann, Message, nick="ann")
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
             text = response.read().decode()
@@ -226,13 +230,7 @@ def test_metrics_port_in_use_fails_clearly(zchat_proc: Callable[..., ZchatProces
     port = holder.serve(0)
     try:
         broker = zchat_proc(
-            "broker",
-            "--router",
-            "tcp://127.0.0.1:*",
-            "--pub",
-            "tcp://127.0.0.1:*",
-            "--metrics-port",
-            str(port),
+            "broker", "--router", ANY_PORT, "--pub", ANY_PORT, "--metrics-port", str(port)
         )
         assert broker.wait() == 1
     finally:

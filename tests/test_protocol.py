@@ -32,7 +32,7 @@ def frame(**fields: object) -> bytes:
     return pack(dict(fields))
 
 
-def code_of(data: bytes) -> ErrorCode:
+def code_of(data: bytes) -> str:
     with pytest.raises(ProtocolError) as info:
         decode_command(data)
     return info.value.code

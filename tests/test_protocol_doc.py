@@ -27,8 +27,9 @@ import pytest
 import zmq
 from conftest import BrokerThread, recv_until
 
-from zchat import protocol
-from zchat.core import MAX_ROSTER, BrokerConfig, BrokerCore, MemoryStore, Output, Reply
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import MAX_ROSTER, BrokerConfig, Output, Reply
+from zchat.broker.store import MemoryStore
 from zchat.protocol import (
     MAX_FRAME,
     MAX_HISTORY_LIMIT,
@@ -43,9 +44,11 @@ from zchat.protocol import (
     Command,
     ErrorCode,
     LeaveReason,
+    commands,
     decode_command,
     pack,
     split_pub_frame,
+    wire,
 )
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -116,7 +119,7 @@ def test_every_leave_reason_has_a_row(doc: str) -> None:
 
 def _command_classes() -> dict[str, type[Any]]:
     classes = {cls.__name__.lower(): cls for cls in typing.get_args(Command)}
-    assert set(classes) == set(protocol._DECODERS), "a command class and its type differ"
+    assert set(classes) == set(commands._DECODERS), "a command class and its type differ"
     return classes
 
 
@@ -192,8 +195,8 @@ def test_limits_table_matches_the_code(doc: str) -> None:
     expected = {
         "Inbound frame, decoded": MAX_FRAME,
         "Inbound frame, socket cap": MAX_WIRE_FRAME,
-        "Map entries": protocol._MAX_MAP,
-        "Array items": protocol._MAX_ARRAY,
+        "Map entries": wire._MAX_MAP,
+        "Array items": wire._MAX_ARRAY,
         "`text` of `say`": MAX_TEXT,
         "`text` of `topic`": MAX_REASON,
         "`reason` of `bye`": MAX_REASON,

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
-from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import client_for, start_broker, start_client, until, wait_event
+from conftest import BrokerThread, ZchatProcess
+from helpers import (
+    client_for,
+    everything_until,
+    numbered,
+    start_broker,
+    start_client,
+    until,
+    wait_event,
+    wait_for,
+)
 
-from zchat.client import Client
+from zchat import (
+    Client,
+    ClientEvent,
+    DirectMessage,
+    Joined,
+    Left,
+    Message,
+    Missed,
+    NickChanged,
+    Status,
+    TopicSet,
+)
+from zchat.broker.store import SqliteStore
 from zchat.protocol import split_pub_frame, unpack
-from zchat.store import SqliteStore
+from zchat.protocol.events import RoomEvent
 
 # ---------------------------------------------------------------- library
+
+
+def missed_or_said(text: str) -> Callable[[ClientEvent], bool]:
+    def match(event: ClientEvent) -> bool:
+        return isinstance(event, Missed) or (isinstance(event, Message) and event.text == text)
+
+    return match
 
 
 Seen = set[tuple[str, str]]
@@ -41,8 +68,8 @@ async def test_three_clients_two_rooms_see_exactly_their_rooms(broker: BrokerThr
         async def read_until(client: Client, done: Callable[[Seen], bool]) -> Seen:
             seen: Seen = set()
             while not done(seen):
-                event = await wait_event(client, type="msg")
-                seen.add((str(event.room), str(event.text)))
+                event = await wait_for(client, Message)
+                seen.add((event.room, event.text))
             return seen
 
         # Senders are ordered among themselves only: wait for everything, then
@@ -65,24 +92,25 @@ async def test_join_leave_who_topic_nick_and_action(broker: BrokerThread) -> Non
         assert state.name == "cave"
         assert state.users == ["Robin"]
         await batman.join("cave")
-        await wait_event(robin, type="join", room="cave", nick="Batman")
+        await wait_for(robin, Joined, room="cave", nick="Batman")
         who = await robin.who("cave")
-        assert who["users"] == ["Robin", "Batman"]
+        assert who.users == ("Robin", "Batman")
+        assert (who.room, who.count) == ("cave", 2)
         await batman.set_topic("Bat business", "cave")
-        await wait_event(robin, type="topic", room="cave", text="Bat business")
+        await wait_for(robin, TopicSet, room="cave", text="Bat business")
         assert robin.rooms["cave"].topic == "Bat business"
         await batman.change_nick("Bruce")
         for room in ("lobby", "cave"):
-            nick = await wait_event(robin, type="nick", room=room)
-            assert (nick.data["old"], nick.data["new"]) == ("Batman", "Bruce")
+            nick = await wait_for(robin, NickChanged, room=room)
+            assert (nick.old, nick.new) == ("Batman", "Bruce")
         assert batman.nick == "Bruce"
         assert robin.rooms["cave"].users == ["Robin", "Bruce"]
         await batman.say("waves", "cave", action=True)
-        action = await wait_event(robin, type="msg", room="cave")
-        assert action.data["action"] is True
+        action = await wait_for(robin, Message, room="cave")
+        assert action.action is True
         await robin.leave("cave", "homework")
-        left = await wait_event(batman, type="leave", room="cave")
-        assert (left.nick, left.data["reason"], left.data["message"]) == (
+        left = await wait_for(batman, Left, room="cave")
+        assert (left.nick, left.reason, left.message) == (
             "Robin",
             "part",
             "homework",
@@ -103,23 +131,22 @@ async def test_dm_reaches_only_its_recipient(
         client_for(broker, "Joker") as joker,
     ):
         confirmation = await batman.dm("robin", "meet at the cave")
-        assert (confirmation.nick, confirmation.data["to"]) == ("Batman", "Robin")
-        dm = await wait_event(robin, type="dm")
-        assert (dm.nick, dm.text) == ("Batman", "meet at the cave")
+        assert (confirmation.nick, confirmation.to) == ("Batman", "Robin")
+        dm = await wait_for(robin, DirectMessage)
+        assert (dm.nick, dm.to, dm.text) == ("Batman", "Robin", "meet at the cave")
+        # Everything the bystander received, none of it thrown away unchecked, up
+        # to a marker of his own said after the DM was confirmed (and a round trip).
         await joker.say("anything?")
-        await wait_event(joker, type="msg", text="anything?")
-        # A reply to joker sent before this one would be ahead of it on the same pipe.
-        await joker.who()
-        joker_events = []
-        with contextlib.suppress(TimeoutError):
-            while (event := await joker.next_event(timeout=0)) is not None:
-                joker_events.append(event)
+        joker_saw = await everything_until(
+            joker, lambda e: isinstance(e, Message) and e.text == "anything?"
+        )
     frames = []
     while spy.poll(100):
         frames.append(spy.recv())
     assert frames, "the spy should have seen the room traffic"
     assert all(b"meet at the cave" not in frame for frame in frames)
-    assert all(e.type != "dm" for e in joker_events)
+    assert joker_saw, "joker should have seen his own marker"
+    assert not [e for e in joker_saw if isinstance(e, DirectMessage)], joker_saw
 
 
 async def test_late_joiner_gets_backlog_then_live_without_duplicate_or_hole(
@@ -132,17 +159,21 @@ async def test_late_joiner_gets_backlog_then_live_without_duplicate_or_hole(
         await wait_event(batman, type="msg", text="old 29")
         async with client_for(broker, "Robin", backlog=20) as robin:
             await batman.say("new 0")
-            events = []
+            events: list[RoomEvent] = []
             while True:
-                event = await wait_event(robin, lambda e: e.seq is not None)
+                event = await wait_event(robin, numbered)
+                assert isinstance(event, RoomEvent)
                 events.append(event)
-                if event.text == "new 0":
+                if isinstance(event, Message) and event.text == "new 0":
                     break
     history = [e for e in events if e.history]
     live = [e for e in events if not e.history]
     assert len(history) == 20
-    assert [e.text for e in history][-1] == "old 29"
-    assert live[0].type == "join"
+    assert all(isinstance(e, Message) for e in history)
+    last_old = history[-1]
+    assert isinstance(last_old, Message)
+    assert last_old.text == "old 29"
+    assert isinstance(live[0], Joined)
     assert live[0].nick == "Robin"
     seqs = [e.seq or 0 for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
@@ -217,10 +248,10 @@ async def test_a_dropped_range_is_repaired_in_order(
     ):
         for n in range(8):
             await talker.say(f"m{n}")
-        texts: list[str | None] = []
+        texts: list[str] = []
         while len(texts) < 8:
-            event = await wait_event(listener, lambda e: e.type in {"msg", "missed"})
-            assert event.type == "msg", event
+            event = await wait_event(listener, lambda e: isinstance(e, Message | Missed))
+            assert isinstance(event, Message), event
             texts.append(event.text)
     assert texts == [f"m{n}" for n in range(8)]
     assert link.lost == 3
@@ -238,46 +269,42 @@ async def test_a_range_the_broker_no_longer_has_is_reported_missed(
     ):
         for n in range(10):
             await talker.say(f"m{n}")
-        await wait_event(listener, type="msg", text="m0")
-        missed = await wait_event(listener, type="missed")
-        assert missed.data["count"] == 6  # m1..m6 evicted; m7, m8 still in history
+        await wait_for(listener, Message, text="m0")
+        missed = await wait_for(listener, Missed)
+        assert missed.count == 6  # m1..m6 evicted; m7, m8 still in history
         assert missed.room == "lobby"
         for text in ("m7", "m8", "m9"):
-            await wait_event(listener, type="msg", text=text)
+            await wait_for(listener, Message, text=text)
 
 
 async def test_restart_without_db_starts_a_new_epoch_without_false_gaps(
     make_broker: Callable[..., BrokerThread],
 ) -> None:
-    router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    first = make_broker(router=router, pub=pub)
+    first = make_broker()
     async with client_for(first, "Batman") as batman, client_for(first, "Robin") as robin:
         for n in range(20):
             await batman.say(f"before {n}")
-        await wait_event(robin, type="msg", text="before 19")
+        await wait_for(robin, Message, text="before 19")
         old_epoch = robin.epoch
         first.stop()
-        make_broker(router=router, pub=pub)
-        await wait_event(robin, type="status", state="registered", timeout=10)
-        await wait_event(batman, type="status", state="registered", timeout=10)
+        make_broker(router=first.router, pub=first.pub)  # where the clients look for it
+        await wait_for(robin, Status, state="registered", timeout=10)
+        await wait_for(batman, Status, state="registered", timeout=10)
         assert robin.epoch != old_epoch
         await batman.say("after")
-        event = await wait_event(robin, lambda e: e.type in {"missed"} or e.text == "after")
-        assert event.type == "msg"
-        assert event.seq is not None
+        event = await wait_event(robin, missed_or_said("after"))
+        assert isinstance(event, Message), event
         assert event.seq < 10
 
 
 # ---------------------------------------------------------------- processes
 
 
-def test_cli_slash_commands_in_line_mode(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str]
-) -> None:
-    start_broker(zchat_proc, endpoints)
-    robin = start_client(zchat_proc, endpoints, "Robin", "--json")
+def test_cli_slash_commands_in_line_mode(zchat_proc: Callable[..., ZchatProcess]) -> None:
+    broker = start_broker(zchat_proc)
+    robin = start_client(zchat_proc, broker, "Robin", "--json")
     robin.expect_json(type="join", nick="Robin")
-    batman = start_client(zchat_proc, endpoints, "Batman")
+    batman = start_client(zchat_proc, broker, "Batman")
     batman.expect(r"connected as Batman")
     batman.send("/join cave")
     batman.expect(r"now talking in cave")
@@ -292,6 +319,10 @@ def test_cli_slash_commands_in_line_mode(
     assert robin.expect_json(type="dm")["text"] == "psst"
     batman.send("/bogus")
     batman.expect(r"!!! unknown command /bogus")
+    batman.send("/help msg")
+    batman.expect(r"^-!- /msg NICK text: send a direct message$")
+    batman.send("/help")
+    batman.expect(r"^-!- /join ROOM +join a room")
     batman.send("//not a command")
     batman.expect(r"<Batman> /not a command$")
     batman.send("/nick Bruce")
@@ -305,11 +336,11 @@ def test_cli_slash_commands_in_line_mode(
 
 
 def test_cli_db_keeps_history_topics_and_seq_across_restart(
-    zchat_proc: Callable[..., ZchatProcess], endpoints: tuple[str, str], tmp_path: object
+    zchat_proc: Callable[..., ZchatProcess], tmp_path: object
 ) -> None:
     db = f"{tmp_path}/chat.db"
-    broker = start_broker(zchat_proc, endpoints, "--db", db)
-    batman = start_client(zchat_proc, endpoints, "Batman", "--json")
+    broker = start_broker(zchat_proc, "--db", db)
+    batman = start_client(zchat_proc, broker, "Batman", "--json")
     batman.expect_json(type="join", nick="Batman")
     batman.send("/topic Gotham")
     batman.expect_json(type="topic", text="Gotham")
@@ -318,10 +349,10 @@ def test_cli_db_keeps_history_topics_and_seq_across_restart(
     batman.close_stdin()
     batman.expect_json(type="leave", nick="Batman")
     assert batman.wait() == 0
-    broker.signal(2)
-    assert broker.wait() == 0
-    start_broker(zchat_proc, endpoints, "--db", db)
-    robin = start_client(zchat_proc, endpoints, "Robin", "--json")
+    broker.proc.signal(2)
+    assert broker.proc.wait() == 0
+    broker = start_broker(zchat_proc, "--db", db)
+    robin = start_client(zchat_proc, broker, "Robin", "--json")
     old = robin.expect_json(type="msg", text="remember me")
     assert old["history"] is True
     assert old["seq"] == last["seq"]

@@ -17,25 +17,34 @@ from typing import Any
 import pytest
 import zmq
 import zmq.auth
-from conftest import BrokerThread, ZchatProcess, free_port, recv_until
-from helpers import wait_event, wait_for_line
+from conftest import ANY_PORT, BrokerThread, ZchatProcess, recv_until
+from helpers import start_broker, wait_event, wait_for, wait_for_line
 from test_core import A, B, C, Conversation
 
-from zchat.broker import Broker, CurveServer
-from zchat.client import Client, ConnectTimeout, CurveKeys, RegistrationError
-from zchat.core import BrokerConfig, MemoryStore, Store
-from zchat.protocol import MAX_FRAME, MAX_WIRE_FRAME, pack, split_pub_frame, unpack
-from zchat.security import (
-    HandshakeWatch,
-    SecurityError,
-    check_refuses_unknown,
+from zchat import (
+    Client,
+    ConnectTimeout,
+    CurveKeys,
+    ErrorReply,
+    Left,
+    Message,
+    RegistrationError,
+)
+from zchat.broker.adapter import Broker
+from zchat.broker.auth import check_refuses_unknown
+from zchat.broker.state import BrokerConfig
+from zchat.broker.store import MemoryStore, SqliteStore, Store
+from zchat.curve import (
+    CurveServer,
     client_curve,
     default_config_dir,
     generate_keypair,
     load_secret,
     load_server,
 )
-from zchat.store import SqliteStore
+from zchat.errors import SecurityError
+from zchat.handshake import HandshakeWatch
+from zchat.protocol import MAX_FRAME, MAX_WIRE_FRAME, pack, split_pub_frame, unpack
 
 # ====================================================================== pure core
 
@@ -286,9 +295,8 @@ def keys(tmp_path: Path) -> Keys:
 def curve_broker(make_broker: Callable[..., BrokerThread]) -> Callable[..., BrokerThread]:
     """``make_broker`` with the CURVE server keys as first argument."""
 
-    def start(curve: CurveServer, *, port: int = 0, **kwargs: Any) -> BrokerThread:
-        router = f"tcp://127.0.0.1:{port}" if port else "tcp://127.0.0.1:*"
-        return make_broker(curve=curve, router=router, **kwargs)
+    def start(curve: CurveServer, **kwargs: Any) -> BrokerThread:
+        return make_broker(curve=curve, **kwargs)
 
     return start
 
@@ -308,7 +316,7 @@ async def test_curve_conversation_and_keys_stamped(
         client_for(broker, "bob", bob_keys) as bob,
     ):
         await alice.say("over CURVE")
-        event = await wait_event(bob, type="msg")
+        event = await wait_for(bob, Message)
         assert (event.nick, event.text) == ("alice", "over CURVE")
         # The nick is bound to the public key the handshake authenticated.
         assert broker.core.store.owner("alice") == alice_keys.public.decode()
@@ -450,20 +458,18 @@ async def test_nick_owned_by_one_key_cannot_be_taken_by_another(
 async def test_nick_ownership_survives_a_broker_restart_with_db(
     keys: Keys, zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
 ) -> None:
-    router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    args = ["broker", "--router", router, "--pub", pub, "--heartbeat", "0.5"]
-    args += ["--db", str(tmp_path / "chat.db"), "--secret-key", str(keys.broker.secret)]
+    args = ["--db", str(tmp_path / "chat.db"), "--secret-key", str(keys.broker.secret)]
     alice_keys, eve_keys = keys.pair("alice"), keys.pair("eve")
+    broker = start_broker(zchat_proc, *args)
 
     def client(nick: str, curve: CurveKeys) -> Client:
-        return Client(nick, router=router, pub=pub, curve=curve, connect_timeout=10)
+        return Client(nick, router=broker.router, pub=broker.pub, curve=curve, connect_timeout=10)
 
-    first = zchat_proc(*args)
     async with client("alice", alice_keys):
         pass
-    first.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(first.wait) == 0
-    zchat_proc(*args)
+    broker.proc.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(broker.proc.wait) == 0
+    broker = start_broker(zchat_proc, *args)
     with pytest.raises(RegistrationError) as owned:
         await client("alice", eve_keys).connect()
     assert owned.value.code == "nick_taken"
@@ -481,10 +487,10 @@ async def test_owner_takeover_replaces_and_the_old_client_gives_up(
         await old.connect()
         await wait_event(watcher, type="join", nick="alice")
         async with client_for(broker, "alice", alice_keys) as new:
-            left = await wait_event(watcher, type="leave", nick="alice")
-            assert left.data["reason"] == "replaced"
-            told = await wait_event(old, type="error")
-            assert told.data["code"] == "replaced"
+            left = await wait_for(watcher, Left, nick="alice")
+            assert left.reason == "replaced"
+            told = await wait_for(old, ErrorReply)
+            assert told.code == "replaced"
             # The old client closes itself instead of taking the nick back.
             while await old.next_event(timeout=5) is not None:
                 pass
@@ -509,8 +515,8 @@ async def test_flooder_is_limited_and_dropped_while_others_chat(
         await wait_event(robin, type="join", nick="flooder")
         for n in range(300):
             flooder.send(pack({"type": "say", "room": "lobby", "text": f"spam {n}"}))
-        left = await wait_event(robin, type="leave", nick="flooder")
-        assert left.data["reason"] == "flood"
+        left = await wait_for(robin, Left, nick="flooder")
+        assert left.reason == "flood"
         recv_until(flooder, lambda frame: unpack(frame).get("code") == "rate_limited")
         await batman.say("still chatting")
         await wait_event(robin, type="msg", nick="batman", text="still chatting")
@@ -546,15 +552,12 @@ def test_cli_keygen_broker_and_clients_over_curve(
     for name in ("alice", "bob"):
         (allow / f"{name}.key").write_bytes((keydir / f"{name}.key").read_bytes())
 
-    rport, pport = free_port(), free_port()
-    endpoints = ["--router", f"tcp://127.0.0.1:{rport}", "--pub", f"tcp://127.0.0.1:{pport}"]
-    zchat_proc(
-        "broker",
-        *endpoints,
-        "--heartbeat",
-        "0.2",
+    broker = start_broker(
+        zchat_proc,
+        heartbeat=0.2,
         env={"ZCHAT_SECRET_KEY": str(keydir / "broker.key_secret"), "ZCHAT_ALLOW": str(allow)},
     )
+    endpoints = ["--router", broker.router, "--pub", broker.pub]
     server = ["--server-key", str(keydir / "broker.key")]
     common = [*endpoints, *server, "--json", "--connect-timeout", "10"]
     bob = zchat_proc("client", "--nick", "bob", *common, "--key", str(keydir / "bob.key_secret"))
@@ -601,8 +604,8 @@ def test_cli_refuses_bad_security_options(
 def test_broker_socket_options_enforce_zap(keys: Keys) -> None:
     broker = Broker(
         BrokerConfig(),
-        router="tcp://127.0.0.1:*",
-        pub="tcp://127.0.0.1:*",
+        router=ANY_PORT,
+        pub=ANY_PORT,
         curve=keys.server(allow=False),
     )
     try:

@@ -11,15 +11,27 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from conftest import ROOT, BrokerThread, free_port
-from helpers import wait_event
+from conftest import ROOT, BrokerThread
+from helpers import collect_until, everything_until, wait_for
 from rich.style import Style
 from rich.text import Text
 from textual.pilot import Pilot
 
-from zchat.client import Client, Event
-from zchat.text import mention_spans, nick_colour
-from zchat.tui import MENTION, ChatApp, ChatInput, ChatLog, event_line
+from zchat import (
+    Client,
+    ClientEvent,
+    DirectMessage,
+    Joined,
+    Left,
+    Message,
+    Missed,
+    NickChanged,
+    TopicSet,
+)
+from zchat.ui.lines import MENTION, event_line
+from zchat.ui.render import mention_spans, nick_colour
+from zchat.ui.tui import ChatApp
+from zchat.ui.widgets import ChatInput, ChatLog
 
 SIZE = (110, 30)
 INJECTIONS = ["\x1b[31mred", "[@click=app.bell]x[/]", "[bold]x[/bold]", "abc\u202edef"]
@@ -93,14 +105,8 @@ async def type_line(pilot: Pilot[int], line: str) -> None:
     await pilot.press("enter")
 
 
-def recording(seen: list[Event], want: Callable[[Event], bool]) -> Callable[[Event], bool]:
-    """A predicate that also keeps every event it was asked about."""
-
-    def check(event: Event) -> bool:
-        seen.append(event)
-        return want(event)
-
-    return check
+def said(text: str) -> Callable[[ClientEvent], bool]:
+    return lambda event: isinstance(event, Message) and event.text == text
 
 
 def assert_no_actions(text: Text) -> None:
@@ -129,8 +135,7 @@ def test_mention_spans_whole_words_any_case() -> None:
 
 @pytest.mark.parametrize("evil", INJECTIONS)
 def test_event_line_keeps_hostile_text_literal(evil: str) -> None:
-    event = Event("msg", {"room": "lobby", "nick": evil, "text": evil, "ts": 0.0, "seq": 1})
-    line = event_line(event, "Robin")
+    line = event_line(Message("lobby", evil, evil, 0.0, 1), "Robin")
     assert line is not None
     assert "\x1b" not in line.plain
     assert "\u202e" not in line.plain
@@ -140,24 +145,20 @@ def test_event_line_keeps_hostile_text_literal(evil: str) -> None:
 
 
 def test_event_line_marks_history_notices_and_missed() -> None:
-    history = Event("msg", {"room": "lobby", "nick": "Bob", "text": "old", "ts": 0.0}, True)
+    history = Message("lobby", "Bob", "old", 0.0, 1, history=True)
     line = event_line(history, "Robin")
     assert line is not None
     assert any(str(span.style) == "dim italic" for span in line.spans)
-    missed = event_line(Event("missed", {"room": "lobby", "count": 7}), "Robin")
+    missed = event_line(Missed("lobby", 7), "Robin")
     assert missed is not None
     assert "7 messages missed in lobby" in missed.plain
-    join = event_line(Event("join", {"room": "lobby", "nick": "Bob", "ts": 0.0}), "Robin")
+    join = event_line(Joined("lobby", "Bob", 0.0, 2), "Robin")
     assert join is not None
     assert join.plain.endswith("--> │ Bob joined lobby")
-    mention = event_line(
-        Event("msg", {"room": "lobby", "nick": "Bob", "text": "hey robin!", "ts": 0.0}), "Robin"
-    )
+    mention = event_line(Message("lobby", "Bob", "hey robin!", 0.0, 3), "Robin")
     assert mention is not None
     assert any(span.style is MENTION for span in mention.spans)
-    own = event_line(
-        Event("msg", {"room": "lobby", "nick": "Robin", "text": "I am Robin", "ts": 0.0}), "Robin"
-    )
+    own = event_line(Message("lobby", "Robin", "I am Robin", 0.0, 4), "Robin")
     assert own is not None
     assert not any(span.style is MENTION for span in own.spans)
 
@@ -171,7 +172,7 @@ async def test_typed_message_reaches_another_client(connect: Connect) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"hello bob")
         await pilot.press("enter")
-        await wait_event(bob, type="msg", nick="Robin", text="hello bob")
+        await wait_for(bob, Message, nick="Robin", text="hello bob")
         await until(pilot, lambda: shows(app, "hello bob"), "own line echoed")
         assert app.query_one(ChatInput).value == ""
         # Text being typed stays put while messages arrive.
@@ -200,14 +201,14 @@ async def test_msg_reaches_only_its_recipient(connect: Connect) -> None:
     app = ChatApp(await connect("Robin"))
     async with app.run_test(size=SIZE) as pilot:
         await type_line(pilot, "/msg Bob the password is swordfish")
-        dm = await wait_event(bob, type="dm", nick="Robin")
-        assert dm.text == "the password is swordfish"
+        dm = await wait_for(bob, DirectMessage, nick="Robin")
+        assert (dm.to, dm.text) == ("Bob", "the password is swordfish")
         await until(pilot, lambda: shows(app, "→ *Bob*"), "the outgoing DM shown")
         await type_line(pilot, "done")
         # Carol sees the later room message, and nothing of the DM before it.
-        seen: list[Event] = []
-        await wait_event(carol, recording(seen, lambda e: e.text == "done"))
-        assert not any("swordfish" in str(e.data) for e in seen)
+        seen = await everything_until(carol, said("done"))
+        assert not any(isinstance(e, DirectMessage) for e in seen), seen
+        assert not any("swordfish" in repr(e) for e in seen), seen
         await bob.dm("Robin", "got it")
         await until(pilot, lambda: shows(app, "*Bob* │ got it"), "the incoming DM")
 
@@ -239,17 +240,16 @@ async def test_room_switching_and_unread_markers(connect: Connect) -> None:
         await pilot.click(f"#{app.views['dev'].tab.id}")
         await until(pilot, lambda: app.current == "dev", "dev by a click")
         await type_line(pilot, "in dev")
-        await wait_event(bob, type="msg", room="dev", text="in dev")
+        await wait_for(bob, Message, room="dev", text="in dev")
         await type_line(pilot, "/leave")
         await until(pilot, lambda: app.current == "lobby" and "dev" not in app.views, "dev left")
-        await wait_event(bob, type="leave", room="dev", nick="Robin")
+        await wait_for(bob, Left, room="dev", nick="Robin")
 
 
 async def test_reconnect_state_shown_after_broker_restart(
     make_broker: Callable[..., BrokerThread], connect: Connect
 ) -> None:
-    router, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    first = make_broker(router=router, pub=pub, heartbeat=0.5)
+    first = make_broker(heartbeat=0.5)
     app = ChatApp(await connect("Robin", on=first))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.state == "connected", "connected")
@@ -257,7 +257,8 @@ async def test_reconnect_state_shown_after_broker_restart(
         await until(pilot, lambda: app.state in ("silent", "reconnecting"), "outage noticed")
         header = str(app.query_one("#header-state").render())
         assert "silent" in header or "reconnecting" in header
-        second = make_broker(router=router, pub=pub, heartbeat=0.5)
+        # Where the app's client looks for it.
+        second = make_broker(router=first.router, pub=first.pub, heartbeat=0.5)
         await until(pilot, lambda: app.state == "registered", "registered again")
         assert "re-registered" in str(app.query_one("#header-state").render())
         bob = await connect("Bob", on=second)
@@ -301,9 +302,8 @@ async def test_unknown_command_is_local_and_double_slash_is_literal(connect: Con
         await type_line(pilot, "/frobnicate now")
         await until(pilot, lambda: shows(app, "unknown command /frobnicate"), "local error")
         await type_line(pilot, "//shrug")
-        seen: list[Event] = []
-        await wait_event(bob, recording(seen, lambda e: e.text == "/shrug"))
-        assert not any("frobnicate" in str(e.data) for e in seen)
+        seen = await collect_until(bob, said("/shrug"))
+        assert not any("frobnicate" in repr(e) for e in seen), seen
         await type_line(pilot, "/join " + "r" * 100)
         await until(pilot, lambda: shows(app, "bad_room: room must be"), "the bad room refused")
         await type_line(pilot, "/help msg")
@@ -366,10 +366,10 @@ async def test_quit_says_bye(connect: Connect, keys: tuple[str, ...], reason: st
             await type_line(pilot, f"/quit {reason}")
         await until(pilot, lambda: app.return_value is not None, "the app to exit")
     assert app.return_value == 0
-    left = await wait_event(bob, type="leave", nick="Robin")
-    assert left.data["reason"] == "quit"
+    left = await wait_for(bob, Left, nick="Robin")
+    assert left.reason == "quit"
     if reason:
-        assert left.data.get("message") == reason
+        assert left.message == reason
 
 
 async def test_nick_topic_who_and_leaving_every_room(connect: Connect) -> None:
@@ -377,21 +377,21 @@ async def test_nick_topic_who_and_leaving_every_room(connect: Connect) -> None:
     app = ChatApp(await connect("Robin"))
     async with app.run_test(size=SIZE) as pilot:
         await type_line(pilot, "/topic tea at five")
-        await wait_event(bob, type="topic", text="tea at five")
+        await wait_for(bob, TopicSet, text="tea at five")
 
         def header() -> str:
             return str(app.query_one("#header-room").render())
 
         await until(pilot, lambda: "tea at five" in header(), "the topic in the header")
         await type_line(pilot, "/nick Nightwing")
-        await wait_event(bob, type="nick", old="Robin", new="Nightwing")
+        await wait_for(bob, NickChanged, old="Robin", new="Nightwing")
         await until(pilot, lambda: "Nightwing" in users(app), "the new nick listed")
         assert "Nightwing" in str(app.query_one("#header-state").render())
         await type_line(pilot, "/who")
         await until(pilot, lambda: shows(app, "lobby (2): "), "the who line")
         await type_line(pilot, "/leave")
         await until(pilot, lambda: app.current is None, "no room open")
-        await wait_event(bob, type="leave", nick="Nightwing")
+        await wait_for(bob, Left, nick="Nightwing")
         assert "not in a room" in header()
         await type_line(pilot, "anyone?")
         await until(pilot, lambda: shows(app, "not in a room: /join ROOM first"), "local error")
@@ -435,10 +435,10 @@ def run_on_terminal(*args: str) -> tuple[subprocess.Popen[bytes], int, bytearray
 
 @pytest.mark.parametrize("problem", ["nick_taken", "no_broker"])
 async def test_client_command_on_a_terminal_fails_in_one_line(
-    broker: BrokerThread, connect: Connect, problem: str
+    broker: BrokerThread, connect: Connect, problem: str, dead_endpoint: Callable[[], str]
 ) -> None:
     await connect("Bob")
-    router = broker.router if problem == "nick_taken" else f"tcp://127.0.0.1:{free_port()}"
+    router = broker.router if problem == "nick_taken" else dead_endpoint()
     proc, master, seen = run_on_terminal(
         "client", "--nick", "Bob", "--router", router, "--pub", broker.pub,
         "--connect-timeout", "1",
@@ -471,7 +471,7 @@ async def test_client_command_opens_the_tui_on_a_terminal(
         "client", "--nick", "Robin", "--router", broker.router, "--pub", broker.pub
     )
     try:
-        await wait_event(bob, type="join", nick="Robin", timeout=20)
+        await wait_for(bob, Joined, nick="Robin", timeout=20)
         await bob.say("are you there?", "lobby")
         # The full screen switched the terminal to the alternate screen.
         loop = asyncio.get_running_loop()
@@ -480,8 +480,8 @@ async def test_client_command_opens_the_tui_on_a_terminal(
             assert loop.time() < deadline, f"no full screen: {bytes(seen[-300:])!r}"
             await asyncio.sleep(0.05)
         os.write(master, b"\x03")  # Ctrl+C, as a key: the terminal is raw
-        left = await wait_event(bob, type="leave", nick="Robin", timeout=10)
-        assert left.data["reason"] == "quit"
+        left = await wait_for(bob, Left, nick="Robin", timeout=10)
+        assert left.reason == "quit"
         assert await asyncio.to_thread(proc.wait, 10) == 0
     finally:
         if proc.poll() is None:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import websockets
-from conftest import BrokerThread, ZchatProcess, free_port
-from helpers import wait_for_line
+from conftest import BrokerThread, ZchatProcess
+from helpers import web_listening
 from websockets.typing import Origin
 
 from zchat.web import WebConfig, WebServer, bind, bridge
@@ -213,21 +213,47 @@ async def test_bad_input_gets_one_clear_line(gateway: GatewayThread) -> None:
         await ws.send(json.dumps({"type": "hello", "nick": "Oracle", "rooms": ["lobby", "ops"]}))
         welcome = await receive_json(ws, type="welcome")
         assert set(welcome["rooms"]) == {"lobby", "ops"}
-        for line, code in [
-            ("/bogus", "input"),
-            ("/msg", "input"),
-            ("/msg Nobody hi", "no_such_nick"),
-            ("/join " + "r" * 300, "bad_room"),
+        # Typed lines fail with the lines the terminal shows: one runner for both.
+        for line, said in [
+            ("/bogus", "unknown command /bogus; /help lists them (// sends a literal /)"),
+            ("/msg", "usage: /msg NICK text"),
+            ("/msg Nobody hi", "no_such_nick: "),
+            ("/join " + "r" * 300, "bad_room: "),
+            ("hello", "not in a room: /join ROOM first"),
         ]:
-            await ws.send(json.dumps({"type": "line", "text": line, "room": "lobby"}))
-            error = await receive_json(ws, type="error")
-            assert error["code"] == code, (line, error)
+            room = "nowhere" if line == "hello" else "lobby"
+            await ws.send(json.dumps({"type": "line", "text": line, "room": room}))
+            failed = await receive_json(ws, type="info")
+            assert failed.get("error") is True, (line, failed)
+            assert failed["text"].startswith(said), (line, failed)
         await ws.send(json.dumps({"type": "line", "text": "/who", "room": "ops"}))
         assert (await receive_json(ws, type="info"))["text"] == "ops (1): Oracle"
         await ws.send(json.dumps({"type": "line", "text": "/quit done", "room": "ops"}))
         assert (await receive_json(ws, type="quit"))["reason"] == "done"
         with pytest.raises(websockets.ConnectionClosedOK):
             await drain(ws)
+
+
+async def test_in_a_direct_conversation_chat_is_a_direct_message(gateway: GatewayThread) -> None:
+    async with connect(gateway) as ann, connect(gateway) as bob:
+        for ws, nick in [(ann, "Ann"), (bob, "Bob")]:
+            await ws.send(json.dumps({"type": "hello", "nick": nick}))
+            await receive_json(ws, type="welcome")
+        await ann.send(json.dumps({"type": "line", "text": "//slash first", "to": "Bob"}))
+        sent, got = await _dm(ann), await _dm(bob)
+        assert (sent["nick"], sent["to"], sent["text"]) == ("Ann", "Bob", "/slash first")
+        assert (got["nick"], got["to"], got["text"]) == ("Ann", "Bob", "/slash first")
+        await ann.send(json.dumps({"type": "line", "text": "/me waves", "to": "Bob"}))
+        refused = await receive_json(ann, type="info")
+        assert refused.get("error") is True
+        assert refused["text"].startswith("/me works in a room")
+        await ann.send(json.dumps({"type": "line", "text": "psst", "to": "Bob Eve"}))
+        assert (await receive_json(ann, type="error"))["code"] == "bad_message"
+        await ann.send(json.dumps({"type": "line", "text": "/leave", "to": "Bob"}))
+        assert await receive_json(ann, type="left") == {"type": "left", "to": "Bob"}
+        # /leave ROOM from a direct conversation still leaves the room.
+        await ann.send(json.dumps({"type": "line", "text": "/leave lobby", "to": "Bob"}))
+        assert await receive_json(ann, type="left") == {"type": "left", "room": "lobby"}
 
 
 async def test_one_nick_per_gateway_even_with_one_key_for_all(gateway: GatewayThread) -> None:
@@ -256,10 +282,10 @@ async def test_a_failing_session_leaves_the_others_alone(
 ) -> None:
     real = bridge.run_line
 
-    async def run_line(client: Any, line: str, room: str | None, to: str | None, *rest: Any) -> Any:
+    async def run_line(client: Any, front: Any, line: str) -> bool:
         if line == "boom":
             raise RuntimeError("a bug in one session")
-        return await real(client, line, room, to, *rest)
+        return await real(client, front, line)
 
     monkeypatch.setattr(bridge, "run_line", run_line)
     caplog.set_level(logging.ERROR, logger="zchat.web")
@@ -281,6 +307,15 @@ async def test_a_failing_session_leaves_the_others_alone(
     assert "RuntimeError: a bug in one session" in failures[0].getMessage()
     assert "\n" not in failures[0].getMessage()
     assert gateway.failures == 1
+
+
+async def _dm(ws: Any) -> dict[str, Any]:
+    """The next direct message event the gateway sends."""
+    async with asyncio.timeout(10):
+        while True:
+            event = json.loads(await ws.recv()).get("event", {})
+            if event.get("type") == "dm":
+                return dict(event)
 
 
 async def _msg_from(ws: Any, nick: str, text: str) -> dict[str, Any]:
@@ -477,16 +512,14 @@ def test_the_page_comes_back_by_itself_after_a_gateway_restart(
 ) -> None:
     from playwright.sync_api import expect
 
-    port = free_port()
-
-    def start_gateway() -> ZchatProcess:
+    def start_gateway(port: int = 0) -> tuple[ZchatProcess, int]:
         proc = zchat_proc(
             "web", "--listen", f"127.0.0.1:{port}", "--router", broker.router, "--pub", broker.pub,
         )  # fmt: skip
-        wait_for_line(proc.stderr_lines, rf"listening on http://127\.0\.0\.1:{port}")
-        return proc
+        return proc, web_listening(proc)
 
-    first = start_gateway()
+    # A free port first; the restart takes it over, so the page finds it again.
+    first, port = start_gateway()
     batman = line_client(zchat_proc, broker)
     robin = open_page(f"http://127.0.0.1:{port}/")
     login(robin, "Robin")
@@ -496,7 +529,7 @@ def test_the_page_comes_back_by_itself_after_a_gateway_restart(
     first.proc.kill()  # SIGKILL, by PID: no bye reaches the broker
     first.wait()
     expect(robin.locator("#state")).to_contain_text("retrying")
-    second = start_gateway()
+    second, _ = start_gateway(port)
     # The old session times out at the broker; the page registers again as Robin.
     expect(robin.locator("#state")).to_have_text("registered again", timeout=30_000)
     batman.expect_json(type="join", nick="Robin", timeout=30)

@@ -1,22 +1,42 @@
-"""zchat: a chat broker and client on ZeroMQ."""
+"""zchat: a chat broker and client on ZeroMQ.
 
-from zchat.client import (
-    BrokerError,
-    Client,
-    ConnectTimeout,
-    CurveKeys,
+The library a bot or front end needs is here; the layers are ``zchat.protocol``
+(pure), ``zchat.broker`` and ``zchat.client`` (each on the protocol, neither on
+the other), ``zchat.ui`` (on the client) and ``zchat.cli`` on top.
+"""
+
+from zchat.client.client import Client
+from zchat.client.events import ClientEvent, Missed, Status
+from zchat.curve import CurveKeys
+from zchat.errors import BrokerError, ConnectTimeout, RegistrationError, ZchatError
+from zchat.protocol.events import (
+    DirectMessage,
+    ErrorReply,
     Event,
-    RegistrationError,
-    ZchatError,
+    Joined,
+    Left,
+    Message,
+    NickChanged,
+    TopicSet,
 )
 
 __all__ = [
     "BrokerError",
     "Client",
+    "ClientEvent",
     "ConnectTimeout",
     "CurveKeys",
+    "DirectMessage",
+    "ErrorReply",
     "Event",
+    "Joined",
+    "Left",
+    "Message",
+    "Missed",
+    "NickChanged",
     "RegistrationError",
+    "Status",
+    "TopicSet",
     "ZchatError",
 ]
 __version__ = "0.1.0"

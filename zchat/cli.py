@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import signal
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
-from zchat import client as client_lib
-from zchat.broker import DEFAULT_PUB, DEFAULT_ROUTER, StartError, serve
-from zchat.client import Client, ConnectTimeout, RegistrationError, ZchatError
-from zchat.core import BrokerConfig
-from zchat.protocol import ProtocolError, check_nick
-from zchat.security import SecurityError, client_curve, generate_keypair, load_server
+from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER
+from zchat.broker.serve import serve
+from zchat.broker.state import BrokerConfig
+from zchat.client.client import DEFAULT_PUB as DEFAULT_CLIENT_PUB
+from zchat.client.client import DEFAULT_ROUTER as DEFAULT_CLIENT_ROUTER
+from zchat.client.probe import Probe
+from zchat.client.probe import ping as send_ping
+from zchat.curve import CurveKeys, client_curve, generate_keypair, load_server
+from zchat.errors import ProtocolError, SecurityError, UsageError, ZchatError, exit_code
+from zchat.logs import setup_logging
+from zchat.protocol.names import check_nick
+from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
+from zchat.ui.chat import ChatConfig, run_chat
+from zchat.ui.render import error_line
+from zchat.ui.stats import run_stats
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="zchat",
@@ -27,10 +35,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-#: Exit codes beyond 0 (success) and 2 (bad usage, from typer).
-EXIT_REFUSED = 1
-EXIT_NO_BROKER = 3
 
 RouterOpt = Annotated[
     str, typer.Option(envvar="ZCHAT_ROUTER", help="The broker's ROUTER endpoint.")
@@ -60,34 +64,21 @@ KeyOpt = Annotated[
 ]
 
 
-def curve_keys(server_key: Path | None, key: Path | None) -> client_lib.CurveKeys | None:
-    """CURVE keys from --server-key/--key, or a clear exit; for every client command."""
+def curve_keys(server_key: Path | None, key: Path | None) -> CurveKeys | None:
+    """CURVE keys from --server-key/--key; a bad key file is a usage error."""
     try:
         return client_curve(server_key, key)
     except SecurityError as exc:
-        raise fail(str(exc), 2) from None
+        raise UsageError(str(exc)) from None
 
 
-def fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
-    """Print one clear line on stderr; the caller raises the returned Exit."""
-    typer.echo(f"zchat: {message}", err=True)
-    return typer.Exit(code)
-
-
-def setup_logging(level: str, log_format: str = "text") -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise fail(f"unknown log level {level!r}", 2)
-    if log_format not in ("text", "json"):
-        raise fail(f"unknown log format {log_format!r} (text or json)", 2)
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        from zchat.ops import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=numeric, handlers=[handler])
+def call(work: Callable[[], _T]) -> _T:
+    """Run one library call; any zchat error becomes one line and its exit code."""
+    try:
+        return work()
+    except ZchatError as exc:
+        typer.echo(error_line(exc), err=True)
+        raise typer.Exit(exit_code(exc)) from None
 
 
 @app.command()
@@ -147,24 +138,23 @@ def broker(
     ] = None,
 ) -> None:
     """Run the broker: a ROUTER for commands and a PUB for room events."""
-    setup_logging(log_level, log_format)
-    curve = None
-    if secret_key is not None:
+
+    def start() -> None:
+        setup_logging(log_level, log_format)
+        if allow is not None and secret_key is None:
+            raise UsageError("--allow needs --secret-key (the broker's own key)")
         try:
-            curve = load_server(secret_key, allow)
+            curve = load_server(secret_key, allow) if secret_key is not None else None
         except SecurityError as exc:
-            raise fail(str(exc), 2) from None
-    elif allow is not None:
-        raise fail("--allow needs --secret-key (the broker's own key)", 2)
-    config = BrokerConfig(
-        heartbeat=heartbeat,
-        history=history,
-        max_clients=max_clients,
-        rate_limit=rate_limit,
-        rate_burst=rate_burst,
-        text_limit=text_limit,
-    )
-    try:
+            raise UsageError(str(exc)) from None
+        config = BrokerConfig(
+            heartbeat=heartbeat,
+            history=history,
+            max_clients=max_clients,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            text_limit=text_limit,
+        )
         serve(
             config,
             router=router,
@@ -174,15 +164,15 @@ def broker(
             metrics_port=metrics_port,
             metrics_host=metrics_host,
         )
-    except StartError as exc:
-        raise fail(str(exc)) from None
+
+    call(start)
 
 
 @app.command()
 def client(
     nick: Annotated[str, typer.Option(envvar="ZCHAT_NICK", help="Your nick (1-32 characters).")],
-    router: RouterOpt = client_lib.DEFAULT_ROUTER,
-    pub: PubOpt = client_lib.DEFAULT_PUB,
+    router: RouterOpt = DEFAULT_CLIENT_ROUTER,
+    pub: PubOpt = DEFAULT_CLIENT_PUB,
     room: Annotated[
         list[str] | None,
         typer.Option(envvar="ZCHAT_ROOM", help="Room to join (repeat for more); default lobby."),
@@ -205,72 +195,32 @@ def client(
     key: KeyOpt = None,
 ) -> None:
     """Chat: full screen on a terminal; else stdin lines are said, events printed."""
-    setup_logging(log_level)
-    try:
-        check_nick(nick)
-    except ProtocolError as exc:
-        raise fail(f"bad nick {nick!r}: {exc.reason}") from None
-    rooms = room or ["lobby"]
-    curve = curve_keys(server_key, key)
-    # Textual hangs on a piped stdin and draws on stderr: full screen only on a terminal.
-    on_terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
-    tui = on_terminal and not (plain or json_mode)
-    code = asyncio.run(
-        _run_client(nick, router, pub, rooms, json_mode, connect_timeout, backlog, curve, tui)
-    )
-    raise typer.Exit(code)
 
-
-async def _run_client(
-    nick: str,
-    router: str,
-    pub: str,
-    rooms: list[str],
-    json_mode: bool,
-    connect_timeout: float,
-    backlog: int,
-    curve: client_lib.CurveKeys | None = None,
-    tui: bool = False,
-) -> int:
-    from zchat.linemode import LineMode
-
-    if tui:
-        # Before connecting: importing Textual takes long enough to miss heartbeats.
-        from zchat.tui import run_tui
-
-    try:
-        chat = Client(
+    def start() -> ChatConfig:
+        setup_logging(log_level)
+        try:
+            check_nick(nick)
+        except ProtocolError as exc:
+            raise ZchatError(f"bad nick {nick!r}: {exc.reason}") from None
+        return ChatConfig(
             nick,
             router=router,
             pub=pub,
-            rooms=rooms,
+            rooms=tuple(room or ["lobby"]),
+            json_mode=json_mode,
+            plain=plain,
             connect_timeout=connect_timeout,
             backlog=backlog,
-            curve=curve,
+            curve=curve_keys(server_key, key),
         )
-        await chat.connect()
-    except RegistrationError as exc:
-        typer.echo(f"zchat: {exc.code}: {exc.reason}", err=True)
-        return EXIT_REFUSED
-    except ConnectTimeout as exc:
-        typer.echo(f"zchat: {exc}", err=True)
-        return EXIT_NO_BROKER
-    except (ZchatError, ProtocolError) as exc:
-        typer.echo(f"zchat: {exc}", err=True)
-        return EXIT_REFUSED
-    if tui:
-        return await run_tui(chat)
-    mode = LineMode(chat, json_mode=json_mode)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, mode.stop)
-    await mode.run()
-    return 0
+
+    config = call(start)
+    raise typer.Exit(asyncio.run(run_chat(config)))
 
 
 @app.command()
 def stats(
-    router: RouterOpt = client_lib.DEFAULT_ROUTER,
+    router: RouterOpt = DEFAULT_CLIENT_ROUTER,
     json_mode: Annotated[bool, typer.Option("--json", help="One JSON object per reading.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[
@@ -284,38 +234,16 @@ def stats(
     key: KeyOpt = None,
 ) -> None:
     """Ask a running broker for its counters (works without registering)."""
-    from rich.console import Console
-    from rich.live import Live
 
-    from zchat.ops import NoAnswer, StatsProbe, stats_json, stats_table
+    def ask() -> None:
+        probe = Probe(router, timeout=timeout, curve=curve_keys(server_key, key))
+        try:
+            title = f"zchat broker at {router}"
+            run_stats(probe, title=title, json_mode=json_mode, watch=watch, interval=interval)
+        finally:
+            probe.close()
 
-    console = Console()
-    probe = StatsProbe(router, timeout=timeout, curve=curve_keys(server_key, key))
-    live: Live | None = None
-    try:
-        while True:
-            reading = probe.ask()
-            if json_mode:
-                typer.echo(stats_json(reading))
-            elif watch and console.is_terminal:
-                table = stats_table(reading, title=f"zchat broker at {router}")
-                if live is None:
-                    live = Live(table, console=console, auto_refresh=False)
-                    live.start()
-                live.update(table, refresh=True)
-            else:
-                console.print(stats_table(reading, title=f"zchat broker at {router}"))
-            if not watch:
-                break
-            time.sleep(interval)
-    except NoAnswer as exc:
-        raise fail(str(exc), EXIT_NO_BROKER) from None
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how --watch ends
-    finally:
-        if live is not None:
-            live.stop()
-        probe.close()
+    call(ask)
 
 
 @app.command()
@@ -358,8 +286,8 @@ def bot(
         ),
     ] = "all",
     room: Annotated[str, typer.Option(envvar="ZCHAT_ROOM", help="The room to talk in.")] = "lobby",
-    router: RouterOpt = client_lib.DEFAULT_ROUTER,
-    pub: PubOpt = client_lib.DEFAULT_PUB,
+    router: RouterOpt = DEFAULT_CLIENT_ROUTER,
+    pub: PubOpt = DEFAULT_CLIENT_PUB,
     connect_timeout: Annotated[
         float,
         typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
@@ -369,18 +297,17 @@ def bot(
     log_level: LogLevelOpt = "warning",
 ) -> None:
     """A scripted client for demos and tests: says its lines, prints what it sees."""
-    from zchat.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
-
-    setup_logging(log_level)
     if not say and os.environ.get("ZCHAT_SAY"):
         say = os.environ["ZCHAT_SAY"].splitlines()
-    try:
+
+    def start() -> BotConfig:
+        setup_logging(log_level)
         if say and script is not None:
             raise BotError("give lines with --say or --script, not both")
         lines = read_script(script) if script is not None else parse_lines(say or [], "--say")
         if show not in {s.value for s in Show}:
             raise BotError(f"--show must be all, own or none, not {show!r}")
-        config = BotConfig(
+        return BotConfig(
             nick,
             lines,
             room=room,
@@ -394,14 +321,13 @@ def bot(
             connect_timeout=connect_timeout,
             curve=curve_keys(server_key, key),
         )
-    except BotError as exc:
-        raise fail(str(exc), 2) from None
-    raise typer.Exit(asyncio.run(run_bot(config)))
+
+    raise typer.Exit(asyncio.run(run_bot(call(start))))
 
 
 @app.command()
 def ping(
-    router: RouterOpt = client_lib.DEFAULT_ROUTER,
+    router: RouterOpt = DEFAULT_CLIENT_ROUTER,
     timeout: Annotated[
         float,
         typer.Option(envvar="ZCHAT_PING_TIMEOUT", min=0.05, help="Seconds to wait for an answer."),
@@ -414,15 +340,7 @@ def ping(
     The ping is sent unregistered, so a live broker answers "error
     not_registered": that answer is the proof of life.
     """
-    from zchat.ping import PingError
-    from zchat.ping import ping as send_ping
-
-    try:
-        reply = send_ping(router, timeout, curve=curve_keys(server_key, key))
-    except PingError as exc:
-        raise fail(str(exc), 2) from None
-    if reply is None:
-        raise fail(f"no broker answered at {router} within {timeout:g}s", EXIT_NO_BROKER)
+    reply = call(lambda: send_ping(router, timeout, curve=curve_keys(server_key, key)))
     typer.echo(f"zchat: broker at {router} {reply.describe()}")
 
 
@@ -431,8 +349,8 @@ def web(
     listen: Annotated[
         str, typer.Option(envvar="ZCHAT_WEB_LISTEN", help="HOST:PORT to serve the page on.")
     ] = "127.0.0.1:8080",
-    router: RouterOpt = client_lib.DEFAULT_ROUTER,
-    pub: PubOpt = client_lib.DEFAULT_PUB,
+    router: RouterOpt = DEFAULT_CLIENT_ROUTER,
+    pub: PubOpt = DEFAULT_CLIENT_PUB,
     allow_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -457,25 +375,30 @@ def web(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Serve the chat to browsers: a page and a WebSocket, one client per tab."""
-    from zchat.web import WebConfig, parse_listen, serve
+    # Here, not at the top: every other command would pay for loading Starlette and uvicorn.
+    from zchat.web import WebConfig, parse_listen
+    from zchat.web import serve as serve_web
 
-    setup_logging(log_level, log_format)
-    try:
-        host, port = parse_listen(listen)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
-    config = WebConfig(
-        router=router,
-        pub=pub,
-        host=host,
-        port=port,
-        curve=curve_keys(server_key, key),
-        allow_origins=tuple(allow_origin or ()),
-        max_connections=max_connections,
-        connect_timeout=connect_timeout,
-        backlog=backlog,
-    )
-    raise typer.Exit(serve(config))
+    def start() -> WebConfig:
+        setup_logging(log_level, log_format)
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return WebConfig(
+            router=router,
+            pub=pub,
+            host=host,
+            port=port,
+            curve=curve_keys(server_key, key),
+            allow_origins=tuple(allow_origin or ()),
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            backlog=backlog,
+        )
+
+    config = call(start)
+    call(lambda: serve_web(config))
 
 
 @app.command()
@@ -485,25 +408,9 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
 ) -> None:
     """Write a CURVE keypair as ZeroMQ certificate files; the secret is owner-only."""
-    try:
-        files = generate_keypair(directory, name, force=force)
-    except SecurityError as exc:
-        raise fail(str(exc)) from None
+    files = call(lambda: generate_keypair(directory, name, force=force))
     typer.echo(f"public key: {files.public}")
     typer.echo(f"secret key: {files.secret} (keep it private)")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(ctx: typer.Context) -> None:
-    """Run the benchmark suite (a source checkout's benchmarks/); --quick for a smoke run."""
-    try:
-        from benchmarks.run import main as run_benchmarks
-    except ImportError:
-        raise fail(
-            "the benchmarks ship with the source, not the package: "
-            "run `python -m benchmarks` in a checkout"
-        ) from None
-    raise typer.Exit(run_benchmarks(list(ctx.args)))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from types import FrameType
 
 import uvicorn
 
+from zchat.errors import StartError
 from zchat.web.gateway import Gateway, WebConfig, create_app, parse_listen
 
 __all__ = ["Gateway", "WebConfig", "WebServer", "bind", "create_app", "parse_listen", "serve"]
@@ -88,13 +89,13 @@ class WebServer:
         self.server.should_exit = True
 
 
-def serve(config: WebConfig) -> int:
-    """Run the gateway in the foreground; the exit code for the command line."""
+def serve(config: WebConfig) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM; ``StartError`` if it cannot listen."""
     try:
         sock = bind(config.host, config.port)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
-        return 1
+        reason = exc.strerror or exc
+        raise StartError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
     # uvicorn stops on SIGINT/SIGTERM, then raises the signal again for the
     # handler it found: a no-op one turns a requested stop into exit code 0.
     previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -104,7 +105,6 @@ def serve(config: WebConfig) -> int:
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -1,10 +1,12 @@
 """Every contact between the web gateway and zchat's internals, in one place.
 
 The gateway and the page see only JSON-ready dicts from here: events as
-``Event.to_json()`` gives them, and the outcome of a typed line, parsed by the
-same ``parse_input`` as line mode and the terminal UI. Nothing else under
-``zchat.web`` imports a zchat module beyond the public ``zchat`` package, so
-moving the internals means changing the imports of this file only.
+``to_json()`` gives them (``zchat client --json`` prints the same), and the
+outcome of a typed line. Typed lines are parsed and carried out by the runner
+line mode and the terminal UI use (``zchat.ui.input.run_line``): :class:`PageFront`
+is its front end for one browser tab, collecting what it shows as messages for
+the page. Nothing else under ``zchat.web`` imports a zchat module beyond the
+public ``zchat`` package, so moving the internals means changing this file only.
 """
 
 from __future__ import annotations
@@ -12,16 +14,42 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from zchat import BrokerError, Client, ConnectTimeout, CurveKeys, RegistrationError, ZchatError
-from zchat.client import Event
-from zchat.commands import Chat, InputError, SlashCommand, help_text, parse_input
-from zchat.protocol import ProtocolError, fold
+from zchat import (
+    Client,
+    ClientEvent,
+    ConnectTimeout,
+    CurveKeys,
+    DirectMessage,
+    RegistrationError,
+    Status,
+    ZchatError,
+)
+from zchat.errors import ProtocolError
+from zchat.protocol.names import fold
+from zchat.ui.input import Chat, InputError, SlashCommand, parse_input, run_line
+
+__all__ = [
+    "ClientSettings",
+    "LoginRefused",
+    "PageFront",
+    "carry_out",
+    "encode",
+    "error",
+    "event_message",
+    "info",
+    "is_registration",
+    "nick_key",
+    "open_client",
+    "rooms_message",
+    "run_line",
+    "shared_context",
+]
 
 log = logging.getLogger("zchat.web")
 
@@ -52,7 +80,7 @@ def shared_context(max_clients: int) -> zmq.asyncio.Context:
     return context
 
 
-class LoginRefused(Exception):
+class LoginRefused(ZchatError):
     """Registration failed; ``code`` is the broker's error code or a gateway one."""
 
     def __init__(self, code: str, text: str) -> None:
@@ -62,11 +90,16 @@ class LoginRefused(Exception):
 
 
 def error(code: str, text: str, **extra: Any) -> Message:
+    """Something the gateway refused, with a code the page may act on (``during``...)."""
     return {"type": "error", "code": code, "text": text, **extra}
 
 
-def info(text: str) -> Message:
-    return {"type": "info", "text": text}
+def info(text: str, *, failed: bool = False) -> Message:
+    """A line for the person; ``error`` when a typed line failed (shown in red)."""
+    message: Message = {"type": "info", "text": text}
+    if failed:
+        message["error"] = True
+    return message
 
 
 async def open_client(nick: str, rooms: Iterable[str], settings: ClientSettings) -> Client:
@@ -84,14 +117,15 @@ async def open_client(nick: str, rooms: Iterable[str], settings: ClientSettings)
             context=settings.context,
         )
     except ProtocolError as exc:
-        raise LoginRefused(str(exc.code), exc.reason) from None
+        # A nick or room refused before anything is sent (too long, bad characters).
+        raise LoginRefused(exc.code, exc.reason) from None
     try:
         await client.connect()
     except RegistrationError as exc:
         raise LoginRefused(exc.code, exc.reason) from None
     except ConnectTimeout as exc:
         raise LoginRefused("no_broker", str(exc)) from None
-    except (ZchatError, ProtocolError) as exc:
+    except ZchatError as exc:
         raise LoginRefused("unavailable", str(exc)) from None
     return client
 
@@ -101,14 +135,14 @@ def nick_key(nick: str) -> str:
     return fold(nick)
 
 
-def event_message(event: Event) -> Message:
+def event_message(event: ClientEvent) -> Message:
     """What the page gets for one client event: the ``--json`` form, wrapped."""
     return {"type": "event", "event": event.to_json()}
 
 
-def is_registration(event: Event) -> bool:
+def is_registration(event: ClientEvent) -> bool:
     """A (re-)registration: rosters and topics may have changed meanwhile."""
-    return event.type == "status" and event.data.get("state") in {"connected", "registered"}
+    return isinstance(event, Status) and event.state in {"connected", "registered"}
 
 
 def rooms_message(client: Client, *, focus: str | None = None) -> Message:
@@ -141,82 +175,76 @@ def _refuse(value: object) -> object:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-async def run_line(
-    client: Client,
+@dataclass(eq=False)
+class PageFront:
+    """One browser tab as the ``Frontend`` of ``run_line``.
+
+    What the runner shows is collected in ``outbox`` as messages for the page
+    (the page draws them); ``current`` is the room of the page's current tab,
+    as the page said with the line.
+    """
+
+    client: Client
+    current: str | None = None
+    outbox: list[Message] = field(default_factory=list)
+    #: Set by ``/quit``: the session ends, and the client says ``bye`` with it.
+    quit_reason: str | None = None
+    quitting: bool = False
+
+    def show_info(self, text: str, *, error: bool = False) -> None:
+        # No cleaning: the page puts every string in as text, never as markup.
+        self.outbox.append(info(text, failed=error))
+
+    def show_reply(self, event: DirectMessage) -> None:
+        self.outbox.append(event_message(event))
+
+    async def joined(self, room: str) -> None:
+        self.outbox.append(rooms_message(self.client, focus=room))
+
+    async def left(self, room: str) -> None:
+        self.outbox.append({"type": "left", "room": room})
+
+    async def quit(self, reason: str | None) -> None:
+        self.quitting = True
+        self.quit_reason = reason
+        self.outbox.append({"type": "quit", "reason": reason})
+
+    def nick_changed(self) -> None:
+        self.outbox.append({"type": "self", "nick": self.client.nick})
+
+
+async def carry_out(
+    front: PageFront,
     line: str,
+    *,
     room: str | None,
     to: str | None,
-    may_take: Callable[[str], bool] = lambda nick: True,
+    reserve: Callable[[str], bool] = lambda nick: True,
 ) -> list[Message]:
-    """Parse a typed line and carry it out; the messages for the page, in order.
+    """Carry out one typed line with ``run_line``; the messages for the page, in order.
 
-    ``room`` is the page's current room; ``to`` the nick of the current direct
-    conversation, where chat goes as a ``dm``; ``may_take`` says whether
-    ``/nick`` may ask for a nick. Every failure comes back as one ``error``
-    message: nothing is raised for the page's input.
+    ``room`` is the page's current room; ``to`` the nick of its current direct
+    conversation, where chat is ``/msg to text`` and a bare ``/leave`` closes it.
+    ``reserve`` claims a nick before ``/nick`` asks the broker for it (False: another
+    tab of this gateway holds it). Every mistake comes back as a message; only a
+    bug raises.
     """
+    front.current = room
+    front.outbox = []
     try:
         parsed = parse_input(line)
-        if parsed is None:
-            return []
+    except InputError:
+        parsed = None  # run_line says what is wrong, as it does in the terminal
+    if to is not None:
+        if not to or any(c.isspace() for c in to):
+            return [error("bad_message", "to wants a nick")]
         if isinstance(parsed, Chat):
-            if to is not None:
-                sent = await client.dm(to, parsed.text, action=parsed.action)
-                return [event_message(sent)]
-            await client.say(parsed.text, room, action=parsed.action)
-            return []
-        return await _command(client, parsed, room, to, may_take)
-    except InputError as exc:
-        return [error("input", str(exc))]
-    except (BrokerError, ProtocolError) as exc:
-        # ProtocolError: a nick or room refused before sending (too long, ...).
-        return [error(str(exc.code), exc.reason)]
-    except TimeoutError:
-        return [error("timeout", "no answer from the broker")]
-    except ZchatError as exc:
-        return [error("unavailable", str(exc) or "not connected to the broker")]
-
-
-async def _command(
-    client: Client,
-    cmd: SlashCommand,
-    room: str | None,
-    to: str | None,
-    may_take: Callable[[str], bool],
-) -> list[Message]:
-    args = cmd.args
-    if cmd.name == "quit":
-        return [{"type": "quit", "reason": args[0] if args else None}]
-    if cmd.name == "help":
-        return [info(text) for text in help_text(args[0] if args else None)]
-    if cmd.name == "join":
-        state = await client.join(args[0])
-        return [rooms_message(client, focus=state.name)]
-    if cmd.name == "leave":
-        if not args and to is not None:
+            if parsed.action:
+                return [info("/me works in a room; here, type the text", failed=True)]
+            line = f"/msg {to} {parsed.text}"
+        elif parsed == SlashCommand("leave"):
             return [{"type": "left", "to": to}]
-        name = args[0] if args else room
-        await client.leave(name, args[1] if len(args) > 1 else None)
-        return [{"type": "left", "room": name}]
-    if cmd.name == "msg":
-        sent = await client.dm(args[0], args[1])
-        return [event_message(sent)]
-    if cmd.name == "nick":
-        if not may_take(args[0]):
-            return [error("nick_taken", f"{args[0]} is in use in another tab")]
-        await client.change_nick(args[0])
-        return [{"type": "self", "nick": client.nick}]
-    if cmd.name == "who":
-        reply = await client.who(args[0] if args else room)
-        users = reply.get("users")
-        names = [str(u) for u in users] if isinstance(users, list) else []
-        count = reply.get("count", len(names))
-        return [info(f"{reply.get('room', room)} ({count}): {', '.join(names)}")]
-    if cmd.name == "topic":
-        if args:
-            await client.set_topic(args[0], room)
-            return []
-        current = client.rooms.get(room or "")
-        topic = current.topic if current is not None and current.topic else "(no topic)"
-        return [info(f"topic of {room or '?'}: {topic}")]
-    return [error("input", f"/{cmd.name} does not work here")]
+    if isinstance(parsed, SlashCommand) and parsed.name == "nick" and not reserve(parsed.args[0]):
+        return [error("nick_taken", f"{parsed.args[0]} is in use in another tab")]
+    await run_line(front.client, front, line)
+    return front.outbox

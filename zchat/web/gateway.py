@@ -3,7 +3,7 @@
 The gateway is an ordinary zchat client towards the broker, so heartbeats,
 re-registration, gap repair and dedupe hold for browser users as for anyone.
 What the page sends is untrusted: it is size-checked, parsed as JSON and
-handed to ``bridge.run_line`` as typed text, never executed otherwise.
+handed to ``bridge.carry_out`` as typed text, never executed otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from zchat import Client, CurveKeys
+from zchat import Client, CurveKeys, ZchatError
 from zchat.web import bridge
 
 log = logging.getLogger("zchat.web")
@@ -216,7 +216,7 @@ async def _send_text(ws: WebSocket, message: bridge.Message) -> bool:
     return True
 
 
-class PageGone(Exception):
+class PageGone(ZchatError):
     """The WebSocket closed: the page went away or reloaded."""
 
 
@@ -345,6 +345,7 @@ class Session:
             await self.ws.close(1000, "session ended")
 
     async def read_lines(self, client: Client) -> None:
+        front = bridge.PageFront(client)
         while True:
             data = await self.receive()
             if data["type"] == "hello":
@@ -359,25 +360,40 @@ class Session:
             ):
                 await self.send(bridge.error("bad_message", "line wants text, room or to"))
                 continue
-            replies = await bridge.run_line(client, text, room, to, self.may_take)
+            try:
+                replies = await bridge.carry_out(
+                    front, text, room=room, to=to, reserve=self.reserve_nick
+                )
+            finally:
+                # Whatever /nick did, this tab holds the nick its client has now.
+                self.hold_nick(client.nick)
             for message in replies:
                 await self.send(message)
-                if message["type"] == "self":
-                    self.hold_nick(client.nick)
-                if message["type"] == "quit":
-                    self.quit_reason = message.get("reason")
-                    return
+            if front.quitting:
+                self.quit_reason = front.quit_reason
+                return
 
     def hold_nick(self, nick: str) -> bool:
-        """Record ``nick`` as this tab's (and drop its previous one); False if another's."""
-        if not self.may_take(nick):
+        """Record ``nick`` as this tab's only one; False if another tab holds it."""
+        if not self.reserve_nick(nick):
             return False
-        self.release_nick()
-        self.gateway.nicks[bridge.nick_key(nick)] = self
+        key = bridge.nick_key(nick)
+        nicks = self.gateway.nicks
+        for other in [k for k, holder in nicks.items() if holder is self and k != key]:
+            del nicks[other]
         return True
 
-    def may_take(self, nick: str) -> bool:
-        return self.gateway.nicks.get(bridge.nick_key(nick), self) is self
+    def reserve_nick(self, nick: str) -> bool:
+        """Claim ``nick`` too (for a ``/nick`` in flight); False if another tab holds it.
+
+        Claimed before the broker is asked: two tabs asking at once must not both
+        get it (with one CURVE key for all, the broker would let the second take it).
+        """
+        key = bridge.nick_key(nick)
+        if self.gateway.nicks.get(key, self) is not self:
+            return False
+        self.gateway.nicks[key] = self
+        return True
 
     def release_nick(self) -> None:
         nicks = self.gateway.nicks

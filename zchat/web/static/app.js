@@ -171,7 +171,9 @@ function receive(message) {
       if (message.event && typeof message.event === "object") onEvent(message.event);
       break;
     case "info":
-      notice(message.text, "notice");
+      // A failed typed line: the same words the terminal shows, in red.
+      if (message.error === true) notice(`!!! ${message.text}`, "error");
+      else notice(message.text, "notice");
       break;
     case "error":
       onError(message);

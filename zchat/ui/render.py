@@ -1,4 +1,4 @@
-"""Pure text helpers shared by line mode and the terminal UI.
+"""Text for a terminal, shared by line mode and the terminal UI.
 
 Everything another user wrote is untrusted: :func:`clean` makes it harmless
 for a terminal (no control or escape sequences, no bidi overrides), and the
@@ -13,7 +13,18 @@ import unicodedata
 import zlib
 from typing import Final
 
-from zchat.client import Event
+from zchat.client.events import ClientEvent, Missed, Status
+from zchat.errors import BrokerError, ProtocolError, ZchatError
+from zchat.protocol.events import (
+    DirectMessage,
+    ErrorReply,
+    Joined,
+    Left,
+    Message,
+    NickChanged,
+    TopicSet,
+)
+from zchat.protocol.names import fold
 
 # Overrides and isolates reorder what follows them on screen.
 _BIDI: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -49,49 +60,39 @@ def clock(ts: float | None) -> str:
 
 
 def format_event(
-    event: Event, *, own_nick: str | None = None, room: str | None = None
+    event: ClientEvent, *, own_nick: str | None = None, room: str | None = None
 ) -> str | None:
     """One line for line mode, or None for events it does not show.
 
     ``room`` is the current room: events from other rooms name theirs.
     """
-    data = event.data
-    nick = clean(event.nick or "?")
-    text = clean(event.text or "")
-    where = event.room
+    prefix = "(history) " if getattr(event, "history", False) else ""
+    where = getattr(event, "room", None)
     tag = f"[{clean(where)}] " if where is not None and where != room else ""
-    prefix = "(history) " if event.history else ""
-    kind = event.type
-    if kind == "msg":
-        if data.get("action"):
-            return f"{prefix}{clock(event.ts)} {tag}* {nick} {text}"
-        return f"{prefix}{clock(event.ts)} {tag}<{nick}> {text}"
-    if kind == "join":
-        return f"{prefix}--> {nick} joined {clean(where or '?')}"
-    if kind == "leave":
-        reason = clean(str(data.get("reason", "")))
-        message = data.get("message")
-        extra = f": {clean(message)}" if isinstance(message, str) and message else ""
-        return f"{prefix}<-- {nick} left {clean(where or '?')} ({reason}{extra})"
-    if kind == "topic":
-        return f"{prefix}-!- {nick} set the topic of {clean(where or '?')}: {text}"
-    if kind == "nick":
-        old = clean(str(data.get("old", "?")))
-        new = clean(str(data.get("new", "?")))
-        return f"{prefix}-!- {old} is now known as {new}"
-    if kind == "dm":
-        to = clean(str(data.get("to", "?")))
-        body = f"* {nick} {text}" if data.get("action") else text
-        if own_nick is not None and event.nick == own_nick and to != own_nick:
-            return f"{clock(event.ts)} -> *{to}* {body}"
-        return f"{clock(event.ts)} *{nick}* {body}"
-    if kind == "error":
-        code = clean(str(data.get("code", "error")))
-        return f"!!! {code}: {clean(str(data.get('reason', '')))}"
-    if kind == "status":
-        return f"-!- {clean(str(data.get('text', '')))}"
-    if kind == "missed":
-        return f"-!- {data.get('count', '?')} messages missed in {clean(where or '?')}"
+    match event:
+        case Message(nick=nick, text=text, ts=ts, action=action):
+            said = f"* {clean(nick)} {clean(text)}" if action else f"<{clean(nick)}> {clean(text)}"
+            return f"{prefix}{clock(ts)} {tag}{said}"
+        case Joined(room=name, nick=nick):
+            return f"{prefix}--> {clean(nick)} joined {clean(name)}"
+        case Left(room=name, nick=nick, reason=reason, message=message):
+            extra = f": {clean(message)}" if message else ""
+            return f"{prefix}<-- {clean(nick)} left {clean(name)} ({clean(reason)}{extra})"
+        case TopicSet(room=name, nick=nick, text=text):
+            return f"{prefix}-!- {clean(nick)} set the topic of {clean(name)}: {clean(text)}"
+        case NickChanged(old=old, new=new):
+            return f"{prefix}-!- {clean(old)} is now known as {clean(new)}"
+        case DirectMessage(nick=nick, to=to, text=text, ts=ts, action=action):
+            body = f"* {clean(nick)} {clean(text)}" if action else clean(text)
+            if own_nick is not None and nick == own_nick and to != own_nick:
+                return f"{clock(ts)} -> *{clean(to)}* {body}"
+            return f"{clock(ts)} *{clean(nick)}* {body}"
+        case ErrorReply(code=code, reason=reason):
+            return f"!!! {clean(code)}: {clean(reason)}"
+        case Status(text=text):
+            return f"-!- {clean(text)}"
+        case Missed(room=name, count=count):
+            return f"-!- {count} messages missed in {clean(name)}"
     return None
 
 
@@ -115,7 +116,7 @@ NICK_COLOURS: Final = (
 def nick_colour(nick: str) -> str:
     """A colour for ``nick`` that is the same in every session and on every machine."""
     # crc32, not hash(): str hashes are salted per process.
-    key = unicodedata.normalize("NFKC", nick).casefold()
+    key = fold(nick)
     return NICK_COLOURS[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(NICK_COLOURS)]
 
 
@@ -125,3 +126,10 @@ def mention_spans(text: str, nick: str) -> list[tuple[int, int]]:
         return []
     pattern = re.compile(rf"(?<!\w){re.escape(nick)}(?!\w)", re.IGNORECASE)
     return [match.span() for match in pattern.finditer(text)]
+
+
+def error_line(exc: ZchatError) -> str:
+    """The one line a person sees when a command fails (``zchat: ...``), made harmless."""
+    if isinstance(exc, BrokerError | ProtocolError):
+        return f"zchat: {clean(exc.code)}: {clean(exc.reason)}"
+    return f"zchat: {clean(str(exc))}"

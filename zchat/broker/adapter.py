@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import errno
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import zmq
 import zmq.backend
 
-from zchat.core import BrokerConfig, BrokerCore, Output, Publish, Store
-from zchat.protocol import MAX_WIRE_FRAME
-from zchat.security import BrokerAuth, SecurityError, check_refuses_unknown
+from zchat.broker.auth import BrokerAuth, check_refuses_unknown
+from zchat.broker.core import BrokerCore
+from zchat.broker.state import BrokerConfig, Output, Publish
+from zchat.broker.store import Store
+from zchat.curve import CurveServer, apply_server
+from zchat.protocol.names import MAX_WIRE_FRAME
 
 log = logging.getLogger("zchat.broker")
 
@@ -34,18 +34,6 @@ _MAX_POLL = 0.1
 #: pyzmq's Socket.send wraps this in a Python layer for the draft API's
 #: routing_id and group, about 1 us a call: the same send without it.
 _send_frame = zmq.backend.Socket.send
-
-
-@dataclass(frozen=True, slots=True)
-class CurveServer:
-    """The broker's CURVE secret key; turns on encryption on both sockets."""
-
-    public: bytes
-    secret: bytes
-    #: ZAP domain; authentication itself is set up by ``zchat.security``.
-    domain: str = "zchat"
-    #: Directory of accepted client certificates; None accepts any key (open enrolment).
-    allow: Path | None = None
 
 
 class Broker:
@@ -101,12 +89,7 @@ class Broker:
         sock = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         if self._curve is not None:
-            sock.setsockopt(zmq.CURVE_SERVER, 1)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
-            sock.setsockopt_string(zmq.ZAP_DOMAIN, self._curve.domain)
-            # Without a ZAP handler, refuse every handshake instead of accepting any key.
-            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            apply_server(sock, self._curve)
         return sock
 
     def stop(self) -> None:
@@ -209,87 +192,3 @@ class Broker:
             self.auth = None
         if self._own_context:
             self.context.term()
-
-
-class StartError(Exception):
-    """The broker could not start; the message says why, for a person."""
-
-
-def serve(
-    config: BrokerConfig,
-    *,
-    router: str = DEFAULT_ROUTER,
-    pub: str = DEFAULT_PUB,
-    db: Path | None = None,
-    curve: CurveServer | None = None,
-    metrics_port: int | None = None,
-    metrics_host: str = "127.0.0.1",
-) -> None:
-    """Run a broker in this (main) thread until SIGINT or SIGTERM, then stop cleanly.
-
-    SIGHUP re-reads the CURVE allow list. Raises :class:`StartError` when the
-    database, the endpoints or the metrics port cannot be had.
-    """
-    resources: list[Callable[[], None]] = []
-    try:
-        store: Store | None = None
-        if db is not None:
-            from zchat.store import SqliteStore
-
-            try:
-                sqlite = SqliteStore(db, config.history)
-            except Exception as exc:
-                raise StartError(f"cannot open database {db}: {exc}") from None
-            resources.append(sqlite.close)
-            store = sqlite
-        try:
-            server = Broker(config, router=router, pub=pub, store=store, curve=curve)
-        except Exception as exc:
-            raise StartError(f"cannot start the broker: {exc}") from None
-        resources.append(server.close)
-        if curve is not None:
-            log.info(
-                "CURVE on, public key %s; %s",
-                curve.public.decode(),
-                f"allow list {curve.allow}" if curve.allow else "any client key (open enrolment)",
-            )
-        if metrics_port is not None:
-            from zchat.ops import Metrics
-
-            metrics = Metrics(server.core.snapshot)
-            try:
-                bound = metrics.serve(metrics_port, metrics_host)
-            except OSError as exc:
-                raise StartError(
-                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
-                ) from None
-            resources.append(metrics.close)
-            server.on_batch = metrics.observe_batch
-            log.info("metrics at http://%s:%d/metrics", metrics_host, bound)
-        _handle_signals(server)
-        server.run()
-    finally:
-        # Last opened, first closed: the broker says its farewells before the store goes.
-        for close in reversed(resources):
-            close()
-    log.info("broker stopped")
-
-
-def _handle_signals(server: Broker) -> None:
-    def stop(signum: int, frame: object) -> None:
-        server.stop()
-
-    def reload_allow_list(signum: int, frame: object) -> None:
-        if server.auth is None:
-            return
-        try:
-            count = server.auth.reload()
-        except SecurityError as exc:
-            log.error("allow list kept: %s", exc)
-        else:
-            log.info("allow list: %d keys", count)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    if server.auth is not None and server.auth.allow is not None:
-        signal.signal(signal.SIGHUP, reload_allow_list)

@@ -24,24 +24,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from zchat.client import (
-    DEFAULT_PUB,
-    DEFAULT_ROUTER,
-    Client,
-    ConnectTimeout,
-    CurveKeys,
-    Event,
-    RegistrationError,
-    ZchatError,
-)
-from zchat.commands import Chat, InputError, SlashCommand, parse_input
-from zchat.protocol import ProtocolError, check_nick, check_room, fold
-from zchat.text import clean, format_event
-
-#: Exit codes, as for ``zchat client``.
-EXIT_OK: Final = 0
-EXIT_REFUSED: Final = 1
-EXIT_NO_BROKER: Final = 3
+from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
+from zchat.client.events import ClientEvent, Missed, Status
+from zchat.curve import CurveKeys
+from zchat.errors import EXIT_OK, ProtocolError, UsageError, ZchatError, exit_code
+from zchat.protocol.events import ErrorReply, Message
+from zchat.protocol.names import check_nick, check_room, fold
+from zchat.ratelimit import TokenBucket
+from zchat.ui.input import Chat, InputError, SlashCommand, parse_input
+from zchat.ui.render import error_line, format_event
 
 #: Longest echo, so that an answer stays far below the broker's text limit.
 MAX_ECHO: Final = 400
@@ -49,7 +40,7 @@ MAX_ECHO: Final = 400
 COMMANDS_HELP: Final = "commands: !time, !who, !echo TEXT, !help"
 
 
-class BotError(ValueError):
+class BotError(UsageError):
     """A bot configuration or script that cannot work; the message says why."""
 
 
@@ -136,23 +127,9 @@ class BotConfig:
 # ---------------------------------------------------------------- responder
 
 
-@dataclass(slots=True)
-class Ration:
-    """A token bucket: ``burst`` answers at once, then ``rate`` per second."""
-
-    rate: float = 1.0
-    burst: float = 5.0
-    tokens: float = 5.0
-    refilled: float | None = None
-
-    def take(self, now: float) -> bool:
-        if self.refilled is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
-        self.refilled = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+def ration() -> TokenBucket:
+    """How often a bot answers: 5 at once, then one a second."""
+    return TokenBucket(rate=1.0, burst=5.0)
 
 
 def answer(text: str, asker: str, *, room: str, users: Sequence[str], now: float) -> str | None:
@@ -185,7 +162,7 @@ class Bot:
     config: BotConfig
     client: Client
     out: TextIO = field(default=sys.stdout)
-    ration: Ration = field(default_factory=Ration)
+    ration: TokenBucket = field(default_factory=ration)
     #: Lines said so far, and answers given.
     said: int = 0
     answered: int = 0
@@ -248,7 +225,7 @@ class Bot:
                 await self.client.say(line.text, self.room, action=line.action)
             else:
                 await self.client.set_topic(line.args[0], self.room)
-        except (ZchatError, ProtocolError) as exc:
+        except ZchatError as exc:
             self._print(f"!!! {exc}")
             return
         self.said += 1
@@ -259,11 +236,11 @@ class Bot:
             if self.config.respond:
                 await self._maybe_answer(event)
 
-    async def _maybe_answer(self, event: Event) -> None:
-        if event.type != "msg" or event.history or event.data.get("action"):
+    async def _maybe_answer(self, event: ClientEvent) -> None:
+        if not isinstance(event, Message) or event.history or event.action:
             return
         nick, text = event.nick, event.text
-        if nick is None or text is None or event.room != self.room:
+        if event.room != self.room:
             return
         if fold(nick) == fold(self.client.nick):
             return
@@ -280,7 +257,7 @@ class Bot:
             return
         self.answered += 1
 
-    def _show(self, event: Event) -> None:
+    def _show(self, event: ClientEvent) -> None:
         show = self.config.show
         if show is Show.NONE:
             return
@@ -290,11 +267,11 @@ class Bot:
         if line is not None:
             self._print(line)
 
-    def _own(self, event: Event) -> bool:
-        if event.type in ("status", "error", "missed"):
+    def _own(self, event: ClientEvent) -> bool:
+        if isinstance(event, Status | ErrorReply | Missed):
             return True
         nick = event.nick
-        return nick is not None and fold(nick) == fold(self.client.nick) and not event.history
+        return fold(nick) == fold(self.client.nick) and not getattr(event, "history", False)
 
     def _print(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -328,20 +305,14 @@ async def run_bot(config: BotConfig, *, out: TextIO = sys.stdout, err: TextIO = 
         stopper.cancel()
         if not connecting.done():
             connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ZchatError, ProtocolError):
+            with contextlib.suppress(asyncio.CancelledError, ZchatError):
                 await connecting
             return EXIT_OK
         try:
             connecting.result()
-        except RegistrationError as exc:
-            err.write(f"zchat: {exc.code}: {clean(exc.reason)}\n")
-            return EXIT_REFUSED
-        except ConnectTimeout as exc:
-            err.write(f"zchat: {exc}\n")
-            return EXIT_NO_BROKER
-        except (ZchatError, ProtocolError) as exc:
-            err.write(f"zchat: {exc}\n")
-            return EXIT_REFUSED
+        except ZchatError as exc:
+            err.write(error_line(exc) + "\n")
+            return exit_code(exc)
         await bot.run()
     finally:
         for signum in signals:

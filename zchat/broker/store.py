@@ -1,6 +1,7 @@
-"""Durable room state and history in SQLite (``zchat broker --db PATH``).
+"""Where room state and history live: the ``Store`` interface, in memory (the default)
+and in SQLite (``zchat broker --db PATH``).
 
-Writes are batched: the broker calls :meth:`SqliteStore.flush` after each
+SQLite writes are batched: the broker calls :meth:`Store.flush` after each
 drained batch, so one commit covers many events. WAL mode keeps readers
 (a backup, ``sqlite3`` at the shell) from blocking the broker.
 """
@@ -9,7 +10,83 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Protocol
+
+
+class Store(Protocol):
+    """Where room state and history live: memory, or SQLite (:class:`SqliteStore`)."""
+
+    epoch: str
+    #: True if what is appended survives a restart (the broker then commits
+    #: each batch before sending it).
+    durable: bool
+
+    def room_state(self, room: str) -> tuple[int, str] | None:
+        """(last seq, topic) of a room the store knows, else None."""
+
+    def append(self, room: str, seq: int, envelope: bytes) -> None: ...
+
+    def fetch(self, room: str, after: int, before: int | None, limit: int) -> list[bytes]:
+        """The latest ``limit`` envelopes with after < seq < before, oldest first."""
+
+    def set_topic(self, room: str, topic: str) -> None: ...
+
+    def forget(self, room: str) -> None:
+        """The room is empty and evicted from memory; keep it only if durable."""
+
+    def owner(self, nick_key: str) -> str | None: ...
+
+    def set_owner(self, nick_key: str, key: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class MemoryStore:
+    """History in memory: a bounded deque per room, lost on restart."""
+
+    durable = False
+
+    def __init__(self, history: int, epoch: str | None = None, max_owners: int = 100_000) -> None:
+        self.epoch = epoch or secrets.token_hex(8)
+        self._history = history
+        self._events: dict[str, deque[tuple[int, bytes]]] = {}
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._max_owners = max_owners
+
+    def room_state(self, room: str) -> tuple[int, str] | None:
+        return None
+
+    def append(self, room: str, seq: int, envelope: bytes) -> None:
+        events = self._events.get(room)
+        if events is None:
+            events = self._events[room] = deque(maxlen=self._history)
+        events.append((seq, envelope))
+
+    def fetch(self, room: str, after: int, before: int | None, limit: int) -> list[bytes]:
+        events = self._events.get(room, ())
+        hits = [env for seq, env in events if seq > after and (before is None or seq < before)]
+        return hits[-limit:]
+
+    def set_topic(self, room: str, topic: str) -> None:
+        pass
+
+    def forget(self, room: str) -> None:
+        self._events.pop(room, None)
+
+    def owner(self, nick_key: str) -> str | None:
+        return self._owners.get(nick_key)
+
+    def set_owner(self, nick_key: str, key: str) -> None:
+        self._owners[nick_key] = key
+        # Every nick ever claimed would otherwise stay in memory: forget the oldest claims.
+        while len(self._owners) > self._max_owners:
+            self._owners.popitem(last=False)
+
+    def flush(self) -> None:
+        pass
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

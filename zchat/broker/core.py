@@ -1,0 +1,481 @@
+"""The broker's state machine: sessions, rooms, history and limits.
+
+Pure: no zmq, no clock, no threads. The socket adapter (``zchat.broker.adapter``)
+hands every inbound frame to :meth:`BrokerCore.receive` with the time it was
+received, calls :meth:`BrokerCore.tick` every :attr:`BrokerCore.tick_interval`,
+and sends whatever ``Reply``/``Publish`` outputs come back. Tests drive it the
+same way, as a conversation in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from zchat.broker.rooms import Rooms
+from zchat.broker.sessions import Sessions
+from zchat.broker.state import (
+    BrokerConfig,
+    Counters,
+    Output,
+    Publish,
+    Reply,
+    Room,
+    Session,
+)
+from zchat.broker.store import MemoryStore, Store
+from zchat.errors import ProtocolError
+from zchat.protocol.commands import (
+    Bye,
+    Command,
+    Dm,
+    Hello,
+    History,
+    Join,
+    Leave,
+    Nick,
+    Ping,
+    Say,
+    Stats,
+    Sync,
+    Topic,
+    Who,
+    decode_command,
+)
+from zchat.protocol.events import (
+    Ack,
+    DirectMessage,
+    ErrorReply,
+    Event,
+    Message,
+    NickChanged,
+    Pong,
+    StatsReply,
+    SyncSeen,
+    TopicSet,
+    Welcome,
+)
+from zchat.protocol.names import (
+    ErrorCode,
+    LeaveReason,
+    fold,
+)
+from zchat.protocol.wire import pack, sync_topic
+from zchat.ratelimit import TokenBucket
+
+__all__ = ["BrokerConfig", "BrokerCore", "Counters", "MemoryStore", "Output", "Publish", "Reply"]
+
+log = logging.getLogger("zchat.broker")
+
+_FREE = (Ping, Bye)
+
+
+class BrokerCore:
+    """Everything the broker knows and decides, fed one frame at a time."""
+
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        *,
+        store: Store | None = None,
+        now: float = 0.0,
+        new_token: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self.store: Store = store or MemoryStore(self.config.history)
+        self.counters = Counters()
+        self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
+        self._new_token = new_token
+        self._now = now
+        self.registry = Sessions(self.config)
+        rate = self.config.unregistered_rate
+        self._unregistered_bucket = TokenBucket(rate, rate, now)
+        self._handlers: dict[type, Callable[[Session, Any, float, list[Output]], None]] = {
+            Say: self._say,
+            Ping: self._ping,
+            Bye: self._bye,
+            Sync: self._sync,
+            Join: self._join,
+            Leave: self._leave,
+            Who: self._who,
+            Topic: self._topic,
+            Nick: self._nick,
+            Dm: self._dm,
+            History: self._history,
+            Stats: self._stats,
+            Hello: self._hello_again,
+        }
+
+    # ------------------------------------------------------------ entry points
+
+    @property
+    def epoch(self) -> str:
+        return self.store.epoch
+
+    def receive(
+        self, peer: bytes, frame: bytes, now: float, *, frames: int = 1, key: str | None = None
+    ) -> list[Output]:
+        """Handle one inbound message (``frames`` frames after the routing id)."""
+        now = self._clock(now)
+        out: list[Output] = []
+        self.counters.envelopes_in += 1
+        session = self.registry.seen(peer, now)
+        command: Command | None = None
+        try:
+            if frames != 1:
+                raise ProtocolError(
+                    ErrorCode.BAD_ENVELOPE, f"expected 1 frame per envelope, got {frames}"
+                )
+            command = decode_command(frame, self.config.text_limit)
+            if session is None:
+                self._unregistered(peer, command, key, now, out)
+            else:
+                if not isinstance(command, _FREE) and not self._take_token(
+                    session, now, out, command.id
+                ):
+                    return out
+                self._handlers[type(command)](session, command, now, out)
+        except ProtocolError as exc:
+            if session is not None and command is None and not self._take_token(session, now, out):
+                return out
+            ref = command.id if command is not None else exc.ref
+            # An unregistered ping is a health check or a client probing a restarted
+            # broker: expected, so not worth a warning.
+            self._error(peer, session, exc, ref, now, out, quiet=isinstance(command, Ping))
+        return out
+
+    def tick(self, now: float) -> list[Output]:
+        """Expire silent sessions and stale dedupe ids."""
+        now = self._clock(now)
+        out: list[Output] = []
+        deadline = now - self.config.heartbeat * self.config.liveness
+        for session in self.registry.silent_since(deadline):
+            self._drop(session, LeaveReason.TIMEOUT, None, now, out)
+        self.registry.expire_ids(now)
+        return out
+
+    @property
+    def tick_interval(self) -> float:
+        """How often ``tick`` should run: a quarter heartbeat bounds the timeout's error."""
+        return self.config.heartbeat / 4
+
+    def shutdown(self, now: float) -> list[Output]:
+        """Every session leaves with reason ``shutdown``; call before closing."""
+        now = self._clock(now)
+        out: list[Output] = []
+        for session in self.registry:
+            self._drop(session, LeaveReason.SHUTDOWN, None, now, out)
+        self.store.flush()
+        return out
+
+    # ------------------------------------------------------------ read-only views
+
+    @property
+    def sessions(self) -> int:
+        return len(self.registry)
+
+    def nick_of(self, peer: bytes) -> str | None:
+        session = self.registry.by_peer.get(peer)
+        return session.nick if session else None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and gauges, as sent in a ``stats`` reply."""
+        c = self.counters
+        return {
+            "epoch": self.epoch,
+            "sessions": len(self.registry),
+            "rooms": sum(1 for r in self.rooms.rooms.values() if r.members),
+            "envelopes_in": c.envelopes_in,
+            "messages": c.messages,
+            "published": c.published,
+            "replies": c.replies,
+            "registrations": c.registrations,
+            "duplicates": c.duplicates,
+            "errors": dict(c.errors),
+            "drops": dict(c.drops),
+            "leaves": dict(c.leaves),
+        }
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the tables disagree (used by property tests)."""
+        sessions = self.registry.by_peer
+        assert len(self.registry.by_nick) == len(sessions)
+        for peer, session in sessions.items():
+            assert session.peer == peer
+            assert self.registry.by_nick[session.nick_key] is session
+            assert len(session.rooms) <= self.config.max_rooms_per_session
+            for name, room in session.rooms.items():
+                assert self.rooms.rooms[name] is room
+                assert room.members[peer] is session
+        for name, room in self.rooms.rooms.items():
+            for peer in room.members:
+                assert name in sessions[peer].rooms
+            assert (name in self.rooms.idle) == (not room.members)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _clock(self, now: float) -> float:
+        # A wall clock stepped backwards must not resurrect or reorder anything.
+        if now > self._now:
+            self._now = now
+        return self._now
+
+    def _reply(self, peer: bytes, event: Event, out: list[Output]) -> None:
+        self.counters.replies += 1
+        out.append(Reply(peer, pack(event.to_wire())))
+
+    def _error(
+        self,
+        peer: bytes,
+        session: Session | None,
+        exc: ProtocolError,
+        ref: str | None,
+        now: float,
+        out: list[Output],
+        *,
+        quiet: bool = False,
+    ) -> None:
+        self.counters.errors[exc.code] += 1
+        count = self.counters.errors[exc.code]
+        # A flood of garbage must not become a flood of log lines: log the first
+        # few of each code, then every power of two.
+        if quiet:
+            log.debug("%s from peer %s: %s", exc.code, peer.hex()[:16], exc.reason)
+        elif count <= 10 or count & (count - 1) == 0:
+            who = session.nick if session is not None else f"peer {peer.hex()[:16]}"
+            log.warning("%s from %s: %s (%d so far)", exc.code, who, exc.reason, count)
+        if session is None and not self._unregistered_bucket.take(now):
+            self.counters.drops["error_rate"] += 1
+            return
+        self._reply(peer, ErrorReply(str(exc.code), exc.reason, exc.data, ref), out)
+
+    def _take_token(
+        self, session: Session, now: float, out: list[Output], ref: str | None = None
+    ) -> bool:
+        """Charge one envelope to the session's bucket; False if it is refused."""
+        bucket = session.bucket
+        if bucket.take(now):
+            return True
+        self.counters.errors[ErrorCode.RATE_LIMITED] += 1
+        if bucket.penalty > self.config.flood_threshold:
+            flood = ErrorReply(ErrorCode.RATE_LIMITED, "dropped for flooding")
+            self._reply(session.peer, flood, out)
+            self._drop(session, LeaveReason.FLOOD, None, now, out)
+        elif bucket.penalty <= self.config.rate_burst:
+            # Past that, the flooder is not reading its errors either: save the bytes.
+            rate = bucket.rate
+            reason = f"more than {rate:g} envelopes per second"
+            self._reply(
+                session.peer, ErrorReply(ErrorCode.RATE_LIMITED, reason, {"limit": rate}, ref), out
+            )
+        else:
+            self.counters.drops["rate_limited"] += 1
+        return False
+
+    # ------------------------------------------------------------ registration
+
+    def _unregistered(
+        self, peer: bytes, command: Command, key: str | None, now: float, out: list[Output]
+    ) -> None:
+        if isinstance(command, Hello):
+            self._register(peer, command, key, now, out)
+        elif isinstance(command, Sync):
+            if self._unregistered_bucket.take(now):
+                self._sync_publish(command, out)
+            else:
+                self.counters.drops["sync_rate"] += 1
+        elif isinstance(command, Stats):
+            if self._unregistered_bucket.take(now):
+                self._reply(peer, StatsReply(self.snapshot(), command.id), out)
+            else:
+                self.counters.drops["stats_rate"] += 1
+        elif isinstance(command, Bye):
+            self.counters.drops["bye_unregistered"] += 1
+        else:
+            raise ProtocolError(ErrorCode.NOT_REGISTERED, "send hello first")
+
+    def _register(
+        self, peer: bytes, hello: Hello, key: str | None, now: float, out: list[Output]
+    ) -> None:
+        cfg = self.config
+        if len(hello.rooms) > cfg.max_rooms_per_session:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"at most {cfg.max_rooms_per_session} rooms",
+                limit=cfg.max_rooms_per_session,
+            )
+        nick_key = fold(hello.nick)
+        owner = self.store.owner(nick_key)
+        if owner is not None and owner != key:
+            raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} belongs to another key")
+        current = self.registry.by_nick.get(nick_key)
+        if current is not None:
+            same_owner = key is not None and current.key == key
+            # As bytes: compare_digest raises TypeError on non-ASCII str.
+            same_client = hello.resume is not None and secrets.compare_digest(
+                hello.resume.encode(), current.resume.encode()
+            )
+            if not (same_owner or same_client):
+                raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} is in use")
+        elif len(self.registry) >= cfg.max_clients:
+            raise ProtocolError(ErrorCode.FULL, "the broker is full", limit=cfg.max_clients)
+        ident = key if key is not None else peer
+        bucket = current.bucket if current is not None else self.registry.old_bucket(ident)
+        if bucket is not None and cfg.rate_limit > 0:
+            # Coming back soon after a session ended: charge the joins it publishes
+            # (up to a whole burst), so bye and hello again is no way around the limit.
+            bucket.refill(now)
+            cost = min(1 + len(hello.rooms), cfg.rate_burst)
+            if bucket.tokens < cost:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "registering too often", limit=cfg.rate_limit
+                )
+            bucket.tokens -= cost
+        else:
+            bucket = TokenBucket(cfg.rate_limit, cfg.rate_burst, now)
+        if current is not None:
+            # Tell the old connection, if it is still there, so that it does not
+            # register again and take the nick back, and so on for ever.
+            reason = f"{current.nick} was registered again from another connection"
+            self._reply(current.peer, ErrorReply(ErrorCode.REPLACED, reason), out)
+            self._drop(current, LeaveReason.REPLACED, None, now, out)
+        session = Session(peer, hello.nick, key, self._new_token(), now, bucket)
+        if key is not None and owner is None:
+            self.store.set_owner(nick_key, key)
+        self.registry.add(session, ident)
+        self.counters.registrations += 1
+        log.info("%s registered (rooms: %s)", session.nick, ", ".join(hello.rooms) or "none")
+        for name in hello.rooms:
+            self.rooms.enter(session, name, now, out)
+        self._welcome(session, hello.id, out)
+
+    def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
+        cfg = self.config
+        rooms = tuple(room.info() for room in session.rooms.values())
+        welcome = Welcome(
+            session.nick, cfg.heartbeat, self.epoch, session.resume, rooms, cfg.limits(), ref
+        )
+        self._reply(session.peer, welcome, out)
+
+    def _hello_again(self, session: Session, hello: Hello, now: float, out: list[Output]) -> None:
+        # A client that thought the broker was gone (it was only slow) says hello
+        # again on the same connection: welcome it to the session it still has.
+        if fold(hello.nick) != session.nick_key:
+            raise ProtocolError(
+                ErrorCode.ALREADY_REGISTERED, f"already registered as {session.nick}"
+            )
+        self._welcome(session, hello.id, out)
+
+    def _drop(
+        self,
+        session: Session,
+        reason: LeaveReason,
+        message: str | None,
+        now: float,
+        out: list[Output],
+    ) -> None:
+        for room in list(session.rooms.values()):
+            self.rooms.exit(session, room, reason, message, now, out)
+        # The client may come back and resend what it thinks was lost: ids stay a while.
+        self.registry.remove(session, reason, now)
+        self.counters.leaves[reason] += 1
+        log.info("%s left (%s)", session.nick, reason)
+
+    # ------------------------------------------------------------ commands
+
+    def _say(self, session: Session, say: Say, now: float, out: list[Output]) -> None:
+        room = self.rooms.member_room(session, say.room)
+        if say.id is not None:
+            seen = session.recent.get(say.id)
+            if seen is not None:
+                self.counters.duplicates += 1
+                self._reply(session.peer, Ack(say.id, seen[0], seen[1], dup=True), out)
+                return
+        message = Message(room.name, session.nick, say.text, now, room.seq + 1, say.action, say.id)
+        self.counters.messages += 1
+        self.rooms.publish(room, message, out)
+        if say.id is not None:
+            session.recent[say.id] = (room.name, room.seq)
+            if len(session.recent) > self.config.dedupe_window:
+                session.recent.popitem(last=False)
+
+    def _ping(self, session: Session, ping: Ping, now: float, out: list[Output]) -> None:
+        self._reply(session.peer, Pong(ping.id), out)
+
+    def _bye(self, session: Session, bye: Bye, now: float, out: list[Output]) -> None:
+        self._drop(session, LeaveReason.QUIT, bye.reason, now, out)
+
+    def _sync_publish(self, sync: Sync, out: list[Output]) -> None:
+        seen = SyncSeen(sync.token, sync.id)
+        out.append(Publish(sync_topic(sync.token) + pack(seen.to_wire())))
+
+    def _sync(self, session: Session, sync: Sync, now: float, out: list[Output]) -> None:
+        self._sync_publish(sync, out)
+
+    def _join(self, session: Session, join: Join, now: float, out: list[Output]) -> None:
+        room = session.rooms.get(join.room)
+        if room is None:
+            limit = self.config.max_rooms_per_session
+            if len(session.rooms) >= limit:
+                raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"at most {limit} rooms", limit=limit)
+            room = self.rooms.enter(session, join.room, now, out)
+        self._reply(session.peer, room.info(join.id), out)
+
+    def _leave(self, session: Session, leave: Leave, now: float, out: list[Output]) -> None:
+        room = self.rooms.member_room(session, leave.room)
+        self.rooms.exit(session, room, LeaveReason.PART, leave.reason, now, out)
+
+    def _who(self, session: Session, who: Who, now: float, out: list[Output]) -> None:
+        self._reply(session.peer, self.rooms.peek(who.room).info(who.id), out)
+
+    def _topic(self, session: Session, topic: Topic, now: float, out: list[Output]) -> None:
+        room = self.rooms.member_room(session, topic.room)
+        room.topic = topic.text
+        self.store.set_topic(room.name, topic.text)
+        event = TopicSet(room.name, session.nick, topic.text, now, room.seq + 1)
+        self.rooms.publish(room, event, out)
+
+    def _nick(self, session: Session, nick: Nick, now: float, out: list[Output]) -> None:
+        new_key = fold(nick.nick)
+        holder = self.registry.by_nick.get(new_key)
+        if holder is not None and holder is not session:
+            raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} is in use")
+        owner = self.store.owner(new_key)
+        if owner is not None and owner != session.key:
+            raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} belongs to another key")
+        old = session.nick
+        if nick.nick == old:
+            self._reply(session.peer, NickChanged(old, old, now, re=nick.id), out)
+            return
+        self.registry.rename(session, nick.nick, new_key)
+        if session.key is not None and owner is None:
+            self.store.set_owner(new_key, session.key)
+        room: Room
+        for room in session.rooms.values():
+            event = NickChanged(old, nick.nick, now, room.name, room.seq + 1)
+            self.rooms.publish(room, event, out)
+        self._reply(session.peer, NickChanged(old, nick.nick, now, re=nick.id), out)
+
+    def _dm(self, session: Session, dm: Dm, now: float, out: list[Output]) -> None:
+        target = self.registry.by_nick.get(fold(dm.to))
+        if target is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"no one is called {dm.to}", to=dm.to)
+        event = DirectMessage(session.nick, target.nick, dm.text, now, dm.action)
+        self.counters.messages += 1
+        if target is not session:
+            self._reply(target.peer, event, out)
+        self._reply(session.peer, replace(event, re=dm.id), out)
+
+    def _history(self, session: Session, history: History, now: float, out: list[Output]) -> None:
+        room = self.rooms.member_room(session, history.room)
+        data = self.rooms.history(
+            room, history.after, history.before, history.limit, self.epoch, history.id
+        )
+        self.counters.replies += 1
+        out.append(Reply(session.peer, data))
+
+    def _stats(self, session: Session, stats: Stats, now: float, out: list[Output]) -> None:
+        self._reply(session.peer, StatsReply(self.snapshot(), stats.id), out)

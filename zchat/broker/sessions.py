@@ -1,0 +1,89 @@
+"""The broker's session table: who is registered, by connection and by nick, and what
+outlives a session for a while (its rate bucket, its message ids). Pure: no zmq, no clock."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from zchat.broker.state import BrokerConfig, Session
+from zchat.protocol.names import LeaveReason
+from zchat.ratelimit import TokenBucket
+
+#: say id -> (room, seq) of what it published.
+RecentIds = OrderedDict[str, tuple[str, int]]
+
+
+class Sessions:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        # Ordered by last activity, so expiry only looks at the front.
+        self.by_peer: OrderedDict[bytes, Session] = OrderedDict()
+        self.by_nick: dict[str, Session] = {}
+        #: Message ids of nicks that left without ``bye``, until they expire.
+        self.orphan_ids: OrderedDict[str, tuple[float, RecentIds]] = OrderedDict()
+        # Rate buckets of ended sessions, by key (or peer without CURVE), so that
+        # bye and hello again does not start a flooder over with a full bucket.
+        self.buckets: OrderedDict[str | bytes, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.by_peer)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self.by_peer.values()))
+
+    def seen(self, peer: bytes, now: float) -> Session | None:
+        """The peer's session, marked alive at ``now`` (any envelope shows life)."""
+        session = self.by_peer.get(peer)
+        if session is not None:
+            session.last_seen = now
+            self.by_peer.move_to_end(peer)
+        return session
+
+    def silent_since(self, deadline: float) -> Iterator[Session]:
+        """Sessions silent since ``deadline``, oldest first (safe to drop while iterating)."""
+        while self.by_peer:
+            session = next(iter(self.by_peer.values()))
+            if session.last_seen >= deadline:
+                return
+            yield session
+
+    def expire_ids(self, now: float) -> None:
+        while self.orphan_ids:
+            _, (expires, _) = next(iter(self.orphan_ids.items()))
+            if expires > now:
+                return
+            self.orphan_ids.popitem(last=False)
+
+    def old_bucket(self, ident: str | bytes) -> TokenBucket | None:
+        return self.buckets.get(ident)
+
+    def add(self, session: Session, ident: str | bytes) -> None:
+        self.buckets.pop(ident, None)
+        orphan = self.orphan_ids.pop(session.nick_key, None)
+        if orphan is not None:
+            session.recent = orphan[1]
+        self.by_peer[session.peer] = session
+        self.by_nick[session.nick_key] = session
+
+    def rename(self, session: Session, nick: str, nick_key: str) -> None:
+        del self.by_nick[session.nick_key]
+        session.nick = nick
+        session.nick_key = nick_key
+        self.by_nick[nick_key] = session
+
+    def remove(self, session: Session, reason: LeaveReason, now: float) -> None:
+        """Forget ``session``; keep its bucket, and its ids if it may come back and resend."""
+        cfg = self.config
+        del self.by_peer[session.peer]
+        del self.by_nick[session.nick_key]
+        if cfg.rate_limit > 0:
+            ident = session.key if session.key is not None else session.peer
+            self.buckets[ident] = session.bucket
+            self.buckets.move_to_end(ident)
+            while len(self.buckets) > cfg.max_clients:
+                self.buckets.popitem(last=False)
+        if reason is not LeaveReason.QUIT and session.recent:
+            self.orphan_ids[session.nick_key] = (now + cfg.dedupe_ttl, session.recent)
+            while len(self.orphan_ids) > cfg.max_clients:
+                self.orphan_ids.popitem(last=False)

@@ -1,0 +1,66 @@
+"""``zchat client``: connect, then the full-screen UI on a terminal, line mode otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
+from zchat.curve import CurveKeys
+from zchat.errors import EXIT_OK, ZchatError, exit_code
+from zchat.ui.linemode import LineMode
+from zchat.ui.render import error_line
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    nick: str
+    router: str = DEFAULT_ROUTER
+    pub: str = DEFAULT_PUB
+    rooms: tuple[str, ...] = ("lobby",)
+    json_mode: bool = False
+    #: Line mode even on a terminal.
+    plain: bool = False
+    connect_timeout: float = 5.0
+    backlog: int = 50
+    curve: CurveKeys | None = field(default=None, repr=False)
+
+
+def wants_tui(config: ChatConfig, streams: tuple[TextIO, ...] | None = None) -> bool:
+    """Full screen only on a terminal: Textual hangs on a piped stdin and draws on stderr."""
+    streams = streams or (sys.stdin, sys.stdout, sys.stderr)
+    on_terminal = all(stream.isatty() for stream in streams)
+    return on_terminal and not (config.plain or config.json_mode)
+
+
+async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
+    """Connect and chat until the person quits; returns the exit code."""
+    tui = wants_tui(config)
+    if tui:
+        # Before connecting: importing Textual takes long enough to miss heartbeats.
+        from zchat.ui.tui import run_tui
+    chat = Client(
+        config.nick,
+        router=config.router,
+        pub=config.pub,
+        rooms=config.rooms,
+        connect_timeout=config.connect_timeout,
+        backlog=config.backlog,
+        curve=config.curve,
+    )
+    try:
+        await chat.connect()
+    except ZchatError as exc:
+        err.write(error_line(exc) + "\n")
+        return exit_code(exc)
+    if tui:
+        return await run_tui(chat)
+    mode = LineMode(chat, json_mode=config.json_mode)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, mode.stop)
+    await mode.run()
+    return EXIT_OK

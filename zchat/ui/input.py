@@ -1,0 +1,186 @@
+"""What a person types: parsed (pure), and run against the client by one function
+that line mode and the terminal UI share, each showing the outcome its own way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from zchat.client.client import Client
+from zchat.errors import BrokerError, ProtocolError, UsageError, ZchatError
+from zchat.protocol.events import DirectMessage
+from zchat.ui.render import clean
+
+
+class InputError(UsageError):
+    """Typed input that is neither chat nor a valid command; show it, send nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """Text to say in the current room (``action`` for ``/me``)."""
+
+    text: str
+    action: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SlashCommand:
+    """A ``/command``: ``name`` is canonical (``part`` becomes ``leave``)."""
+
+    name: str
+    args: tuple[str, ...] = ()
+
+
+Input = Chat | SlashCommand
+
+#: name -> (usage, help line, minimum args, maximum split: args after it stay joined)
+COMMANDS: Final[dict[str, tuple[str, str, int, int]]] = {
+    "join": ("/join ROOM", "join a room (or switch to it)", 1, 1),
+    "leave": ("/leave [ROOM] [reason]", "leave a room (default: the current one)", 0, 2),
+    "msg": ("/msg NICK text", "send a direct message", 2, 2),
+    "me": ("/me action", "say an action: * nick waves", 1, 1),
+    "nick": ("/nick NEW", "change your nick", 1, 1),
+    "who": ("/who [ROOM]", "list who is in a room", 0, 1),
+    "topic": ("/topic [text]", "show or set the current room's topic", 0, 1),
+    "quit": ("/quit [reason]", "leave the chat", 0, 1),
+    "help": ("/help [command]", "list commands, or explain one", 0, 1),
+}
+ALIASES: Final = {"part": "leave", "exit": "quit", "q": "quit", "j": "join"}
+
+
+def parse_input(line: str) -> Input | None:
+    """Parse one typed line; None for a blank line, ``InputError`` for a bad command."""
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return None
+    if line.startswith("//"):
+        return Chat(line[1:])
+    if not line.startswith("/"):
+        return Chat(line)
+    word, _, rest = line[1:].partition(" ")
+    name = ALIASES.get(word.lower(), word.lower())
+    if name not in COMMANDS:
+        raise InputError(f"unknown command /{word}; /help lists them (// sends a literal /)")
+    usage, _, minimum, split = COMMANDS[name]
+    rest = rest.strip()
+    if name == "me":
+        if not rest:
+            raise InputError(f"usage: {usage}")
+        return Chat(rest, action=True)
+    args = tuple(rest.split(None, split - 1)) if rest else ()
+    if name == "topic" and rest:
+        args = (rest,)
+    if len(args) < minimum:
+        raise InputError(f"usage: {usage}")
+    return SlashCommand(name, args)
+
+
+def help_text(name: str | None = None) -> list[str]:
+    """Lines of help: every command, or one."""
+    if name:
+        key = ALIASES.get(name.lstrip("/").lower(), name.lstrip("/").lower())
+        if key not in COMMANDS:
+            raise InputError(f"no command /{name.lstrip('/')}")
+        usage, text, _, _ = COMMANDS[key]
+        return [f"{usage}: {text}"]
+    lines = [f"{usage:<24} {text}" for usage, text, _, _ in COMMANDS.values()]
+    lines.append(f"{'//text':<24} send text that starts with /")
+    return lines
+
+
+def complete(prefix: str, nicks: list[str]) -> list[str]:
+    """Completions for the word being typed: commands after '/', else nicks."""
+    if prefix.startswith("/"):
+        word = prefix[1:].lower()
+        return [f"/{name}" for name in COMMANDS if name.startswith(word)]
+    low = prefix.lower()
+    return sorted(n for n in nicks if n.lower().startswith(low)) if prefix else []
+
+
+class Frontend(Protocol):
+    """What :func:`run_line` needs of a front end: where it is and how it shows things."""
+
+    @property
+    def current(self) -> str | None:
+        """The room that chat goes to, if any."""
+
+    def show_info(self, text: str, *, error: bool = False) -> None:
+        """A local line for the person (``text`` is cleaned by the front end)."""
+
+    def show_reply(self, event: DirectMessage) -> None:
+        """The broker's confirmation of our own ``/msg``."""
+
+    async def joined(self, room: str) -> None:
+        """``/join`` succeeded: make ``room`` the current one."""
+
+    async def left(self, room: str) -> None:
+        """``/leave`` was sent for ``room``."""
+
+    async def quit(self, reason: str | None) -> None:
+        """``/quit``: leave the chat."""
+
+    def nick_changed(self) -> None: ...
+
+
+async def run_line(client: Client, front: Frontend, line: str) -> bool:
+    """Act on one typed line; every mistake becomes one local error line, never a raise.
+
+    Returns False once the person asked to quit.
+    """
+    try:
+        parsed = parse_input(line)
+        if parsed is None:
+            return True
+        if isinstance(parsed, Chat):
+            if front.current is None or front.current not in client.rooms:
+                raise InputError("not in a room: /join ROOM first")
+            await client.say(parsed.text, front.current, action=parsed.action)
+            return True
+        return await run_command(client, front, parsed)
+    except InputError as exc:
+        front.show_info(str(exc), error=True)
+    except (BrokerError, ProtocolError) as exc:
+        # ProtocolError: a room or nick refused before sending (too long, ...).
+        front.show_info(f"{clean(exc.code)}: {clean(exc.reason)}", error=True)
+    except (ZchatError, TimeoutError) as exc:
+        front.show_info(str(exc) or "no answer from the broker", error=True)
+    return True
+
+
+async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> bool:
+    """Run one slash command; False for ``/quit``."""
+    args = cmd.args
+    if cmd.name == "quit":
+        await front.quit(args[0] if args else None)
+        return False
+    if cmd.name == "help":
+        for text in help_text(args[0] if args else None):
+            front.show_info(text)
+    elif cmd.name == "join":
+        state = await client.join(args[0])
+        await front.joined(state.name)
+    elif cmd.name == "leave":
+        room = args[0] if args else front.current
+        if room is None:
+            raise InputError("not in a room")
+        await client.leave(room, args[1] if len(args) > 1 else None)
+        await front.left(room)
+    elif cmd.name == "msg":
+        front.show_reply(await client.dm(args[0], args[1]))
+    elif cmd.name == "nick":
+        await client.change_nick(args[0])
+        front.nick_changed()
+    elif cmd.name == "who":
+        info = await client.who(args[0] if args else front.current)
+        front.show_info(f"{info.room} ({info.count}): {', '.join(info.users)}")
+    elif cmd.name == "topic":
+        if args:
+            if front.current is None:
+                raise InputError("not in a room")
+            await client.set_topic(args[0], front.current)
+        else:
+            current = client.rooms.get(front.current or "")
+            topic = current.topic if current and current.topic else "(no topic)"
+            front.show_info(f"topic of {front.current or '?'}: {topic}")
+    return True

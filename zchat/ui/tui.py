@@ -1,0 +1,400 @@
+"""The full-screen terminal client: a Textual app around a connected ``Client``.
+
+Safety rule for everything on screen: other people's text (nicks, rooms,
+topics, messages, reasons) goes through :func:`zchat.ui.render.clean` and is
+appended to ``rich.text.Text`` objects as plain strings with styles chosen
+here. Nothing is ever built as a markup string, so ``[@click=...]`` or
+``[bold]`` in a message stays literal and escape sequences never reach the
+terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.await_complete import AwaitComplete
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import ContentSwitcher, Footer, Input, Static, Tab, Tabs
+
+from zchat.client.client import Client
+from zchat.client.events import ClientEvent, Missed, Status
+from zchat.errors import ZchatError
+from zchat.protocol.events import (
+    DirectMessage,
+    Left,
+    Message,
+    NickChanged,
+    RoomEvent,
+)
+from zchat.ui.input import run_line
+from zchat.ui.lines import (
+    MENTION,
+    MUTED,
+    STATES,
+    UNREAD,
+    event_line,
+    info_line,
+    nick_style,
+    rule_line,
+)
+from zchat.ui.render import clean, mention_spans
+from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
+
+__all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "event_line", "run_tui"]
+
+# ---------------------------------------------------------------- the app
+
+
+class ChatApp(App[int]):
+    """A full-screen chat client for an already connected ``Client``."""
+
+    TITLE = "zchat"
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    #header { height: 1; background: $panel; }
+    #header-room { width: 1fr; padding: 0 1; }
+    #header-state { width: auto; padding: 0 1; }
+    #rooms { height: 2; }
+    #body { height: 1fr; }
+    #logs { width: 1fr; }
+    ChatLog {
+        border: none;
+        padding: 0 1;
+        scrollbar-gutter: stable;
+        scrollbar-size-vertical: 1;
+        scrollbar-background: $surface;
+    }
+    #sidebar { width: 24; border-left: solid $panel-lighten-2; padding: 0 1; }
+    #input { border: tall $panel-lighten-2; }
+    #input:focus { border: tall $accent; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("ctrl+n", "switch(1)", "Next room", priority=True),
+        Binding("ctrl+p", "switch(-1)", "Previous room", priority=True),
+        Binding("pageup", "page(-1)", "Scroll up"),
+        Binding("pagedown", "page(1)", "Scroll down"),
+    ]
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+        self.views: dict[str, RoomView] = {}
+        #: Where local lines go when no room is open.
+        self.home = ChatLog(id="log-home")
+        self.current: str | None = None
+        self.state = "connected" if client.connected else "reconnecting"
+        self.dm_nicks: list[str] = []
+        self._tab_ids = itertools.count(1)
+        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        self._quitting = False
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="header"):
+            yield Static(id="header-room", markup=False)
+            yield Static(id="header-state", markup=False)
+        yield RoomTabs(id="rooms")
+        with Horizontal(id="body"):
+            with ContentSwitcher(id="logs", initial="log-home"):
+                yield self.home
+            with Sidebar(id="sidebar"):
+                yield Static(id="users", markup=False)
+        yield ChatInput(self._known_nicks, id="input", placeholder="Message, or /help for commands")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        for name in list(self.client.rooms):
+            await self._ensure_view(name)
+        first = next(iter(self.views), None)
+        self._switch(first)
+        self.query_one(ChatInput).focus()
+        self.run_worker(self._pump_events(), name="events", group="zchat")
+        self.run_worker(self._run_commands(), name="commands", group="zchat")
+
+    # ------------------------------------------------------------ views
+
+    async def _ensure_view(self, room: str) -> RoomView:
+        view = self.views.get(room)
+        if view is None:
+            n = next(self._tab_ids)
+            view = RoomView(room, Tab(Text(clean(room)), id=f"room-{n}"), ChatLog(id=f"log-{n}"))
+            self.views[room] = view
+            view.mounted = AwaitComplete(
+                self.query_one(Tabs).add_tab(view.tab),
+                self.query_one(ContentSwitcher).add_content(view.log),
+            )
+        if view.mounted is not None and not view.mounted.is_done:
+            await view.mounted
+            if room == self.current:
+                self._switch(room)  # switched to before its tab existed
+        return view
+
+    async def _drop_view(self, room: str) -> None:
+        view = self.views.pop(room, None)
+        if view is None:
+            return
+        tabs = self.query_one(Tabs)
+        await tabs.remove_tab(view.tab)
+        if self.current == room:
+            self.query_one(ContentSwitcher).current = self.home.id
+        await view.log.remove()
+        if self.current == room:
+            self._switch(self._room_of_tab(tabs.active) or next(iter(self.views), None))
+
+    def _room_of_tab(self, tab_id: str | None) -> str | None:
+        return next((r for r, v in self.views.items() if v.tab.id == tab_id), None)
+
+    def _switch(self, room: str | None) -> None:
+        self.current = room
+        view = self.views.get(room) if room is not None else None
+        log = self.home
+        if view is not None:
+            view.unread = 0
+            view.mentioned = False
+            self._relabel(view)
+            if view.mounted is None or view.mounted.is_done:
+                log = view.log
+                tabs = self.query_one(Tabs)
+                if tabs.active != view.tab.id:
+                    tabs.active = view.tab.id or ""
+        self.query_one(ContentSwitcher).current = log.id
+        self._refresh_users()
+        self._refresh_header()
+
+    def _relabel(self, view: RoomView) -> None:
+        label = Text(clean(view.name))
+        if view.unread:
+            label.append(f" {'!' if view.mentioned else ''}{view.unread}", UNREAD)
+        view.tab.label = label
+
+    def _current_view(self) -> RoomView | None:
+        return self.views.get(self.current) if self.current is not None else None
+
+    @property
+    def current_log(self) -> ChatLog:
+        view = self._current_view()
+        return view.log if view is not None else self.home
+
+    def _add(self, room: str | None, line: Text, *, history: bool = False) -> None:
+        """Append to a room's lines (the open one if ``room`` is None)."""
+        view = self.views.get(room) if room is not None else self._current_view()
+        log = view.log if view is not None else self.home
+        if view is not None and history != view.in_history:
+            log.add(rule_line("earlier messages" if history else "now"))
+            view.in_history = history
+        log.add(line)
+
+    def show_info(self, text: str, *, error: bool = False) -> None:
+        self._add(None, info_line(text, error=error))
+
+    def _refresh_header(self) -> None:
+        room = Text()
+        state = self.client.rooms.get(self.current) if self.current is not None else None
+        if self.current is None:
+            room.append("not in a room: /join ROOM", MUTED)
+        else:
+            room.append(f"#{clean(self.current)}", "bold")
+            room.append("  ")
+            topic = state.topic if state is not None else ""
+            room.append(clean(topic) if topic else "(no topic)", "" if topic else MUTED)
+        self.query_one("#header-room", Static).update(room)
+        symbol, style, words = STATES.get(self.state, ("?", "", self.state))
+        right = Text()
+        right.append(f"{symbol} {words}", style)
+        right.append(" as ", MUTED)
+        right.append(clean(self.client.nick), nick_style(self.client.nick))
+        self.query_one("#header-state", Static).update(right)
+
+    def _refresh_users(self) -> None:
+        state = self.client.rooms.get(self.current) if self.current is not None else None
+        users = sorted(state.users, key=str.casefold) if state is not None else []
+        text = Text()
+        text.append(f"{len(users)} here\n", MUTED)
+        for nick in users:
+            text.append("\n")
+            text.append(clean(nick), nick_style(nick, self.client.nick))
+        self.query_one("#users", Static).update(text)
+
+    def _known_nicks(self) -> list[str]:
+        nicks: dict[str, None] = {}
+        current = self.client.rooms.get(self.current) if self.current is not None else None
+        for state in [current, *self.client.rooms.values()]:
+            if state is not None:
+                nicks.update(dict.fromkeys(state.users))
+        nicks.update(dict.fromkeys(self.dm_nicks))
+        return list(nicks)
+
+    # ------------------------------------------------------------ events
+
+    async def _pump_events(self) -> None:
+        async for event in self.client.events():
+            await self.show_event(event)
+
+    async def show_event(self, event: ClientEvent) -> None:
+        """Show one event from the client: in its room, or in the open one."""
+        line = event_line(event, self.client.nick)
+        if isinstance(event, Status):
+            self.state = event.state
+            self._refresh_header()
+        if isinstance(event, RoomEvent) and event.room is not None:
+            await self._show_room_event(event, line)
+            return
+        if isinstance(event, DirectMessage) and event.nick != self.client.nick:
+            self._remember_dm(event.nick)
+        target = event.room if isinstance(event, Missed) and event.room in self.views else None
+        if line is not None:
+            self._add(target, line)
+
+    async def _show_room_event(self, event: RoomEvent, line: Text | None) -> None:
+        room = event.room
+        assert room is not None
+        if room not in self.views:
+            if room not in self.client.rooms:
+                return  # a late event of a room we left
+            await self._ensure_view(room)
+        view = self.views[room]
+        if line is not None:
+            self._add(room, line, history=event.history)
+        if isinstance(event, Message) and not event.history and room != self.current:
+            view.unread += 1
+            if event.nick != self.client.nick and mention_spans(
+                clean(event.text), clean(self.client.nick)
+            ):
+                view.mentioned = True
+            self._relabel(view)
+        own_leave = isinstance(event, Left) and event.nick == self.client.nick
+        if own_leave and room not in self.client.rooms:
+            await self._drop_view(room)
+        if room == self.current and not event.history:
+            self._refresh_users()
+            self._refresh_header()
+        if isinstance(event, NickChanged):
+            self._refresh_header()
+
+    def _remember_dm(self, nick: str) -> None:
+        if nick in self.dm_nicks:
+            self.dm_nicks.remove(nick)
+        self.dm_nicks.append(nick)
+        del self.dm_nicks[:-50]
+
+    # ------------------------------------------------------------ input
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        chat_input = self.query_one(ChatInput)
+        chat_input.remember(event.value)
+        chat_input.value = ""
+        self._lines.put_nowait(event.value)
+
+    async def _run_commands(self) -> None:
+        # One line at a time, in order, without blocking the screen meanwhile.
+        while True:
+            line = await self._lines.get()
+            await self.handle_line(line)
+
+    async def handle_line(self, line: str) -> None:
+        """Act on one typed line; every mistake becomes one local error line."""
+        await run_line(self.client, self, line)
+
+    # The front end's side of zchat.ui.input.run_line.
+
+    def show_reply(self, event: DirectMessage) -> None:
+        self._remember_dm(event.to)
+        line = event_line(event, self.client.nick)
+        if line is not None:
+            self._add(None, line)
+
+    async def joined(self, room: str) -> None:
+        await self._ensure_view(room)
+        self._switch(room)
+
+    async def left(self, room: str) -> None:
+        await self._drop_view(room)
+
+    async def quit(self, reason: str | None) -> None:
+        await self.action_quit(reason)
+
+    def nick_changed(self) -> None:
+        self._refresh_header()
+        self._refresh_users()
+
+    # ------------------------------------------------------------ actions
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        room = self._room_of_tab(event.tab.id)
+        if room is not None and room != self.current:
+            self._switch(room)
+
+    def action_switch(self, step: int) -> None:
+        rooms = list(self.views)
+        if not rooms:
+            return
+        index = rooms.index(self.current) if self.current in rooms else -step
+        self._switch(rooms[(index + step) % len(rooms)])
+
+    def action_page(self, step: int) -> None:
+        log = self.current_log
+        if step < 0:
+            log.scroll_page_up(animate=False)
+        else:
+            log.scroll_page_down(animate=False)
+
+    async def action_quit(self, reason: str | None = None) -> None:
+        """Say ``bye`` (with ``reason``) and leave the app with exit code 0."""
+        if self._quitting:
+            return
+        self._quitting = True
+        self.state = "closing"
+        self._refresh_header()
+        with contextlib.suppress(ZchatError, TimeoutError):
+            await self.client.close(reason)
+        self.exit(0)
+
+    def request_quit(self) -> None:
+        """Quit from outside the app's handlers (a signal)."""
+        self.run_worker(self.action_quit(), name="quit")
+
+
+class _LogToApp(logging.Handler):
+    """Log records as local lines: a write to stderr would tear the screen."""
+
+    def __init__(self, app: ChatApp, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.WARNING)
+        self._app = app
+        self._loop = loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name}: {record.getMessage()}"
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._show, text)
+
+    def _show(self, text: str) -> None:
+        if self._app.is_running:
+            self._app.show_info(text, error=True)
+
+
+async def run_tui(client: Client) -> int:
+    """Run the app on an already connected client; returns the exit code."""
+    app = ChatApp(client)
+    loop = asyncio.get_running_loop()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_LogToApp(app, loop)]
+    loop.add_signal_handler(signal.SIGTERM, app.request_quit)
+    try:
+        result = await app.run_async()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        root.handlers = saved
+        await client.close()
+    return result or 0
