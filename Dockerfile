@@ -19,8 +19,8 @@ RUN pip install . \
 
 USER zchat
 WORKDIR /home/zchat
-# The broker's ROUTER (commands) and PUB (room events).
-EXPOSE 5555 5556
+# The broker's ROUTER (commands) and PUB (room events); `zchat web`'s page.
+EXPOSE 5555 5556 8080
 # zchat handles SIGTERM itself (a quick `docker compose down`); compose adds
 # `init: true` as well, so an init process forwards signals and reaps.
 ENTRYPOINT ["zchat"]

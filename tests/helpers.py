@@ -21,6 +21,9 @@ HEARTBEAT = 0.5
 #: What a broker logs once both sockets are bound: the endpoints it really got.
 LISTENING = re.compile(r"broker listening: router (\S+), pub (\S+),")
 
+#: What ``zchat web`` logs once it accepts connections: the port it really got.
+WEB_LISTENING = re.compile(r"zchat web listening on http://(\S+):(\d+) ")
+
 _E = TypeVar("_E", bound=Event)
 
 
@@ -59,6 +62,14 @@ def listening(proc: ZchatProcess, timeout: float = 15.0) -> tuple[str, str]:
     found = LISTENING.search(line)
     assert found is not None
     return found.group(1), found.group(2)
+
+
+def web_listening(proc: ZchatProcess, timeout: float = 15.0) -> int:
+    """The port a ``zchat web`` process logged once it was serving (``--listen HOST:0``)."""
+    line = wait_for_line(proc.stderr_lines, WEB_LISTENING.pattern, timeout)
+    found = WEB_LISTENING.search(line)
+    assert found is not None
+    return int(found.group(2))
 
 
 def start_broker(

@@ -22,11 +22,14 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.request import urlopen
 
 import pytest
 import yaml
 from conftest import ANY_PORT, ROOT, ZchatProcess
-from helpers import listening
+from helpers import listening, web_listening
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from zchat.ui.bot import parse_lines
 from zchat.ui.input import Chat
@@ -152,6 +155,10 @@ def test_compose_file_shape() -> None:
     assert "ZCHAT_NICK" in environment(client)
     health = every["broker"]["healthcheck"]["test"]
     assert health[:3] == ["CMD", "zchat", "ping"]
+    web = defaults["web"]
+    assert command(web) == ["web"]
+    assert web["ports"] == ["8080:8080"]
+    assert environment(web)["ZCHAT_WEB_LISTEN"] == "0.0.0.0:8080"
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
@@ -198,7 +205,9 @@ def test_default_services_hold_a_conversation(
         pytest.fail(f"the healthcheck never passed: {failures}")
 
     # A listener on the bots' endpoints, then every other default service.
-    bots = {name: svc for name, svc in defaults.items() if name != "broker"}
+    bots = {name: svc for name, svc in defaults.items() if command(svc) == ["bot"]}
+    webs = {name: svc for name, svc in defaults.items() if command(svc) == ["web"]}
+    assert set(defaults) == {"broker", *bots, *webs}
     some_bot = local.env(next(iter(bots.values())))
     listener = zchat_proc(
         "client",
@@ -212,6 +221,10 @@ def test_default_services_hold_a_conversation(
     listener.expect_json(type="status", state="connected")
     for name, svc in bots.items():
         procs[name] = zchat_proc(*command(svc), env=local.env(svc))
+    for name, svc in webs.items():
+        # The file's port is published by Docker; here the gateway picks a free one.
+        env = local.env(svc) | {"ZCHAT_WEB_LISTEN": "127.0.0.1:0"}
+        procs[name] = zchat_proc(*command(svc), env=env)
 
     # Each bot's first line reaches the listener; a command gets its answer.
     wanted: dict[str, Callable[[dict[str, Any]], bool]] = {}
@@ -249,7 +262,19 @@ def test_default_services_hold_a_conversation(
     # What `docker compose up` shows: each bot prints its own lines.
     procs[asking].expect(re.escape(f"<{asker}> {question}"))
 
+    # The browser gateway serves the page, and a page from the allowed origin gets in.
+    for name in webs:
+        port = web_listening(procs[name])
+        allowed = environment(webs[name])["ZCHAT_WEB_ALLOW_ORIGIN"]
+        with urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert "Content-Security-Policy" in page.headers
+        with connect(f"ws://127.0.0.1:{port}/ws", origin=Origin(allowed)) as ws:
+            ws.send(json.dumps({"type": "hello", "nick": "Visitor"}))
+            welcome = json.loads(ws.recv(timeout=10))
+            assert welcome["type"] == "welcome", welcome
+            assert set(responders) <= set(welcome["rooms"]["lobby"]["users"])
+
     # `docker compose down`: SIGTERM, and every service leaves at once with 0.
-    for name in [*bots, "broker"]:
+    for name in [*bots, *webs, "broker"]:
         procs[name].signal(signal.SIGTERM)
         assert procs[name].wait(timeout=10) == 0, (name, procs[name].stderr_lines[-5:])
