@@ -154,13 +154,25 @@ class BrokerCore:
         deadline = now - self.config.heartbeat * self.config.liveness
         for session in self.registry.silent_since(deadline):
             self._drop(session, LeaveReason.TIMEOUT, None, now, out)
+        for session in self.registry.closed_by(now):
+            self._drop(session, LeaveReason.TIMEOUT, None, now, out)
         self.registry.expire_ids(now)
         return out
 
+    def disconnected(self, peer: bytes, now: float) -> list[Output]:
+        """The peer's connection closed (the adapter saw it): its session leaves after
+        ``disconnect_grace``, without waiting for heartbeats to stop."""
+        now = self._clock(now)
+        self.registry.closed(peer, now + self.config.disconnect_grace)
+        if self.config.disconnect_grace <= 0:
+            return self.tick(now)
+        return []
+
     @property
     def tick_interval(self) -> float:
-        """How often ``tick`` should run: a quarter heartbeat bounds the timeout's error."""
-        return self.config.heartbeat / 4
+        """How often ``tick`` should run: a quarter heartbeat bounds the timeout's error,
+        and the disconnect grace bounds how late a closed connection's leave comes."""
+        return min(self.config.heartbeat / 4, max(self.config.disconnect_grace, 0.05))
 
     def shutdown(self, now: float) -> list[Output]:
         """Every session leaves with reason ``shutdown``; call before closing."""
@@ -203,6 +215,7 @@ class BrokerCore:
         """Raise AssertionError if the tables disagree (used by property tests)."""
         sessions = self.registry.by_peer
         assert len(self.registry.by_nick) == len(sessions)
+        assert set(self.registry.closing) <= set(sessions)
         for peer, session in sessions.items():
             assert session.peer == peer
             assert self.registry.by_nick[session.nick_key] is session

@@ -46,6 +46,9 @@ class BrokerConfig:
     heartbeat: float = 1.0
     #: Silent heartbeats before a session is dropped with reason ``timeout``.
     liveness: int = 3
+    #: Seconds a session is kept after its connection closed (a killed client), before
+    #: it leaves with reason ``timeout``: heartbeats only need to catch frozen peers.
+    disconnect_grace: float = 0.25
     text_limit: int = MAX_TEXT
     history: int = 500
     max_clients: int = 10_000

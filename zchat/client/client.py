@@ -169,6 +169,7 @@ class Client(Link):
             await self._teardown()
             raise
         watch.close()
+        self._watch_disconnects()
         self._spawn(self._heartbeat(), "zchat-heartbeat", keep=True)
         self._emit(Status("connected", f"connected as {self.nick}"))
 
@@ -395,6 +396,9 @@ class Client(Link):
         elif isinstance(reply, DirectMessage):
             self._emit(reply)
 
+    def _on_disconnected(self) -> None:
+        self._start_recovery("the broker closed the connection")
+
     def _on_room_event(self, event: RoomEvent) -> None:
         self._apply(self._tracker.live(event))
 
@@ -444,6 +448,7 @@ class Client(Link):
             except (ConnectTimeout, TimeoutError, ZchatError) as exc:
                 log.info("re-registration failed: %s", exc)
             else:
+                self._watch_disconnects()
                 self._emit(Status("registered", f"registered again as {self.nick}"))
                 return
             await asyncio.sleep(wait)
