@@ -110,7 +110,8 @@ class Client(Link):
         )
         self._tracker = RoomTracker(check_nick(nick))
         self.backlog = backlog
-        self.heartbeat = 1.0
+        #: The broker says its pace in ``welcome``; this is only the value before it.
+        self.heartbeat = 5.0
         self.epoch: str | None = None
         #: The rooms we are in, as the tracker keeps them (roster, topic, seq).
         self.rooms: dict[str, RoomState] = self._tracker.rooms
