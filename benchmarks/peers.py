@@ -216,10 +216,11 @@ def setup_threaded(started: list[Any], n: int) -> Setup:
 # ---------------------------------------------------------------- redis
 
 
-def start_redis() -> ServerProcess:
+def start_redis(maxclients: int = 10_000) -> ServerProcess:
     port = free_port()
     argv = [
         "redis-server",
+        "--maxclients", str(maxclients),
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--save", "",

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import fanout, latency, peers, report, scale
+from benchmarks import fanout, idle, latency, peers, report, scale
 from benchmarks.common import BenchError, machine, summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,8 @@ class Plan:
     idle: int
     #: (clients, heartbeat in seconds)
     scale: tuple[tuple[int, float], ...]
+    #: Idle clients held on Redis and NATS beside zchat's.
+    idle_peers: tuple[int, ...]
     window: float
 
 
@@ -67,7 +69,8 @@ FULL = Plan(
     rates=(100, 1000, 10_000),
     durations={100: 5.0, 1000: 3.0, 10_000: 2.0},
     idle=100,
-    scale=((1000, 1.0), (10_000, 1.0), (10_000, 5.0)),
+    scale=((1000, 5.0), (10_000, 1.0), (10_000, 5.0)),
+    idle_peers=(10_000,),
     window=3.0,
 )
 QUICK = Plan(
@@ -79,7 +82,8 @@ QUICK = Plan(
     rates=(1000,),
     durations={1000: 1.0},
     idle=100,
-    scale=((300, 1.0),),
+    scale=((300, 5.0),),
+    idle_peers=(300,),
     window=1.0,
 )
 
@@ -138,6 +142,21 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
                     lambda c=clients, h=heartbeat: scale.run(c, plan.window, h),  # type: ignore[misc]
                 )
             )
+        for system, label in idle.SYSTEMS.items():
+            why = idle.missing(system)
+            if why is not None:
+                notes.append(f"idle {system} skipped: {why}")
+                continue
+            for clients in plan.idle_peers:
+                found.append(
+                    Task(
+                        "scale",
+                        label,
+                        clients,
+                        f"scale, {clients} idle clients on {system}",
+                        lambda s=system, c=clients: idle.run(s, c, plan.window),  # type: ignore[misc]
+                    )
+                )
     return found
 
 
@@ -221,7 +240,9 @@ def summarise(
                 "us_per_heartbeat",
                 "sessions_after",
             ):
-                entry[key] = summary([r[key] for r in good])
+                # Redis and NATS idle clients send no heartbeat to cost anything.
+                if all(key in r for r in good):
+                    entry[key] = summary([r[key] for r in good])
             entry["refused"] = sum(r["refused"] for r in good)
             out["scale"].setdefault(str(int(param)), {})[system] = entry
     ratios = out["ratios"]

@@ -183,6 +183,41 @@ def test_silent_client_gets_exactly_one_timeout_leave(conv: Conversation) -> Non
     ]
 
 
+def test_closed_connection_leaves_after_the_grace_not_after_heartbeats(
+    conv: Conversation,
+) -> None:
+    conv.hello(A, "Batman")
+    conv.hello(B, "Robin")
+    conv.core.check_invariants()
+    conv._record(conv.core.disconnected(A, conv.now))
+    conv._record(conv.core.disconnected(b"\x00stranger", conv.now))  # no session: nothing
+    conv.core.check_invariants()
+    conv.advance(0.1)
+    assert conv.events("leave") == []  # within the grace
+    conv.advance(0.2)
+    assert [(e["nick"], e["reason"]) for e in conv.events("leave")] == [("Batman", "timeout")]
+    conv.core.check_invariants()
+    conv.advance(0.5)
+    assert len(conv.events("leave")) == 1  # once only; Robin, alive, stays
+    assert conv.core.sessions == 1
+
+
+def test_a_session_that_ends_within_its_grace_leaves_once(conv: Conversation) -> None:
+    conv.hello(A, "Batman")
+    conv._record(conv.core.disconnected(A, conv.now))
+    conv.send(A, type="bye")
+    conv.core.check_invariants()
+    conv.advance(1.0)
+    assert [(e["nick"], e["reason"]) for e in conv.events("leave")] == [("Batman", "quit")]
+
+
+def test_zero_grace_leaves_at_once() -> None:
+    conv = Conversation(heartbeat=1.0, disconnect_grace=0)
+    conv.hello(A, "Batman")
+    conv._record(conv.core.disconnected(A, conv.now))
+    assert [(e["nick"], e["reason"]) for e in conv.events("leave")] == [("Batman", "timeout")]
+
+
 def test_any_envelope_counts_as_life_even_garbage(conv: Conversation) -> None:
     conv.hello(A, "Batman")
     for _ in range(10):

@@ -337,3 +337,48 @@ def test_cli_raw_subscriber_sees_only_its_room(
     while sub.poll(100):
         rest.append(sub.recv())
     assert not any(f.startswith(b"#lobby2") for f in rest)
+
+
+# ---------------------------------------------------------------- closed connections
+
+#: A heartbeat so long that three of them (30 s) outlast every deadline below: what
+#: these tests see can only come from noticing the closed connection itself.
+SLOW_HEARTBEAT = 10.0
+
+
+def test_a_killed_client_leaves_at_once_not_after_three_heartbeats(
+    zchat_proc: Callable[..., ZchatProcess],
+) -> None:
+    broker = start_broker(zchat_proc, heartbeat=SLOW_HEARTBEAT)
+    watcher = start_client(zchat_proc, broker, "Watcher", "--json")
+    watcher.expect_json(type="join", nick="Watcher")
+    victim = start_client(zchat_proc, broker, "Victim", "--json")
+    watcher.expect_json(type="join", nick="Victim")
+    victim.expect_json(type="join", nick="Victim")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    leave = watcher.expect_json(type="leave", nick="Victim", timeout=5)
+    assert leave["reason"] == "timeout"
+    # A newcomer, likely on the file descriptor the victim had, keeps its session.
+    newcomer = start_client(zchat_proc, broker, "Newcomer", "--json")
+    watcher.expect_json(type="join", nick="Newcomer")
+    newcomer.expect_json(type="join", nick="Newcomer")
+    newcomer.send("/who")
+    newcomer.send("still here")
+    watcher.expect_json(type="msg", nick="Newcomer", text="still here")
+    watcher.send("after")
+    watcher.expect_json(type="msg", text="after")
+    leaves = [e for e in watcher.events() if e.get("type") == "leave"]
+    assert [leave["nick"] for leave in leaves] == ["Victim"]
+
+
+async def test_a_client_notices_a_killed_broker_at_once(
+    zchat_proc: Callable[..., ZchatProcess],
+) -> None:
+    broker = start_broker(zchat_proc, heartbeat=SLOW_HEARTBEAT)
+    async with client_for(broker, "Robin") as robin:
+        assert robin.heartbeat == SLOW_HEARTBEAT
+        os.kill(broker.proc.pid, signal.SIGKILL)
+        broker.proc.wait()
+        status = await wait_for(robin, Status, lambda s: s.state == "reconnecting", timeout=5)
+        assert "closed the connection" in status.text

@@ -293,8 +293,11 @@ _BOB_COMMANDS: list[dict[str, Any]] = [
 def example_frames(bob_frames: list[bytes] | None = None) -> list[tuple[str, bytes]]:
     """(tag, frame) of the example, produced by the real broker core and codec."""
     tokens = iter(["T7hQpX2vLm9sKd4w", "Rk3tS9vX0bq2LmZa"])
+    # The example shows a broker run with --heartbeat 1 (a ping every second).
     core = BrokerCore(
-        BrokerConfig(), store=MemoryStore(500, epoch=_EPOCH), new_token=lambda: next(tokens)
+        BrokerConfig(heartbeat=1.0),
+        store=MemoryStore(500, epoch=_EPOCH),
+        new_token=lambda: next(tokens),
     )
     alice, bob = b"\x00\x6b\x8b\x45\x67", b"\x00\x6b\x8b\x45\x68"
     for t, env in _PRELUDE:

@@ -87,7 +87,7 @@ def broker(
     pub: PubOpt = DEFAULT_PUB,
     heartbeat: Annotated[
         float, typer.Option(envvar="ZCHAT_HEARTBEAT", min=0.05, help="Heartbeat interval, seconds.")
-    ] = 1.0,
+    ] = 5.0,
     history: Annotated[
         int, typer.Option(envvar="ZCHAT_HISTORY", min=0, help="Events kept per room.")
     ] = 500,

@@ -6,14 +6,17 @@ core returns. All decisions live in the core; this file only moves bytes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import zmq
 import zmq.backend
+from zmq.utils.monitor import parse_monitor_message
 
 from zchat.broker.auth import BrokerAuth, check_refuses_unknown
 from zchat.broker.core import BrokerCore
@@ -74,6 +77,14 @@ class Broker:
         self.router.setsockopt(zmq.BACKLOG, 4096)
         self.pub = self._socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, pub_hwm)
+        # Connections that close (a killed client) are noticed at once, not after three
+        # silent heartbeats: the monitor reports the socket's fd, which each peer's
+        # first message maps to its routing id (zmq.SRCFD).
+        self._monitor: zmq.Socket[bytes] = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._fd_of: dict[bytes, int] = {}
+        self._peer_at: dict[int, bytes] = {}
+        #: DISCONNECTED events still to come for fds a new connection has reused already.
+        self._stale: Counter[int] = Counter()
         self.router.bind(router)
         self.pub.bind(pub)
         self.router_endpoint: str = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -106,12 +117,16 @@ class Broker:
         )
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         interval = self.core.tick_interval
         next_tick = self._clock() + interval
         while not self._stop.is_set():
             wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
-            if poller.poll(int(wait * 1000)):
+            ready = dict(poller.poll(int(wait * 1000)))
+            if self.router in ready:
                 self._drain()
+            if self._monitor in ready:
+                self._read_monitor()
             now = self._clock()
             if now >= next_tick:
                 # Commit first, as _drain does: timeouts publish leave events too.
@@ -124,6 +139,7 @@ class Broker:
         router = self.router
         core = self.core
         curve = self._curve is not None
+        sessions = core.registry.by_peer
         now = self._clock()
         started = time.perf_counter()
         handled = 0
@@ -152,6 +168,9 @@ class Broker:
                     user = None  # no ZAP verdict attached: the envelope owns no nick
                 key = user if isinstance(user, str) else None
             outputs = core.receive(peer, frame.bytes, now, frames=frames, key=key)
+            # Only sessions are watched: garbage from strangers must not grow the map.
+            if peer not in self._fd_of and peer in sessions:
+                self._track(peer, frame, now, outputs)
             if held is None:
                 self._send(outputs)
             else:
@@ -161,6 +180,44 @@ class Broker:
             self._send(held)
         if self.on_batch is not None and handled:
             self.on_batch(handled, time.perf_counter() - started)
+
+    def _track(self, peer: bytes, frame: zmq.Frame, now: float, out: list[Output]) -> None:
+        """Remember which connection (fd) ``peer`` arrived on."""
+        try:
+            fd = int(frame.get(zmq.SRCFD))
+        except zmq.ZMQError:
+            return  # the connection closed already: heartbeats will tell
+        old = self._peer_at.get(fd)
+        if old is not None:
+            # The fd was closed and reused before its DISCONNECTED event was read:
+            # the old connection is gone, and that event must not hit the new one.
+            self._stale[fd] += 1
+            out.extend(self._forget_connection(old, now))
+        self._peer_at[fd] = peer
+        self._fd_of[peer] = fd
+
+    def _forget_connection(self, peer: bytes, now: float) -> list[Output]:
+        self._peer_at.pop(self._fd_of.pop(peer), None)
+        return self.core.disconnected(peer, now)
+
+    def _read_monitor(self) -> None:
+        now = self._clock()
+        outputs: list[Output] = []
+        while True:
+            try:
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            fd = int(event["value"])
+            if self._stale[fd] > 0:
+                self._stale[fd] -= 1
+                continue
+            self._stale.pop(fd, None)
+            peer = self._peer_at.get(fd)
+            if peer is not None:
+                outputs.extend(self._forget_connection(peer, now))
+        self.core.store.flush()
+        self._send(outputs)
 
     def _send(self, outputs: Iterable[Output]) -> None:
         router = self.router
@@ -185,6 +242,9 @@ class Broker:
             self._send(self.core.shutdown(self._clock()))
             # Give the farewell events a moment on the wire; bounded, never a hang.
             self.pub.setsockopt(zmq.LINGER, 500)
+        with contextlib.suppress(zmq.ZMQError):
+            self.router.disable_monitor()
+        self._monitor.close(0)
         self.router.close(0)
         self.pub.close()
         if self.auth is not None:

@@ -44,6 +44,7 @@ from zchat.protocol.commands import (
     Topic,
     Who,
     decode_command,
+    to_wire,
 )
 from zchat.protocol.events import (
     Ack,
@@ -59,11 +60,12 @@ from zchat.protocol.events import (
     Welcome,
 )
 from zchat.protocol.names import (
+    MAX_ID,
     ErrorCode,
     LeaveReason,
     fold,
 )
-from zchat.protocol.wire import pack, sync_topic
+from zchat.protocol.wire import pack, sync_topic, unpack
 from zchat.ratelimit import TokenBucket
 
 __all__ = ["BrokerConfig", "BrokerCore", "Counters", "MemoryStore", "Output", "Publish", "Reply"]
@@ -71,6 +73,15 @@ __all__ = ["BrokerConfig", "BrokerCore", "Counters", "MemoryStore", "Output", "P
 log = logging.getLogger("zchat.broker")
 
 _FREE = (Ping, Bye)
+#: A ``ping`` without an id, byte for byte as every client sends it, and its answer.
+_PING = pack(to_wire(Ping()))
+_PONG = pack(Pong().to_wire())
+#: How a ``say`` packed type-first begins after its map header: fixstr "type", fixstr "say".
+_SAY_START = b"\xa4type\xa3say"
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 class BrokerCore:
@@ -83,12 +94,15 @@ class BrokerCore:
         store: Store | None = None,
         now: float = 0.0,
         new_token: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+        fast_path: bool = True,
     ) -> None:
         self.config = config or BrokerConfig()
         self.store: Store = store or MemoryStore(self.config.history)
         self.counters = Counters()
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
         self._new_token = new_token
+        #: Off only to compare against the full path (tests/test_fastpath.py).
+        self._fast_path = fast_path
         self._now = now
         self.registry = Sessions(self.config)
         rate = self.config.unregistered_rate
@@ -123,6 +137,13 @@ class BrokerCore:
         out: list[Output] = []
         self.counters.envelopes_in += 1
         session = self.registry.seen(peer, now)
+        if self._fast_path and session is not None and frames == 1 and key == session.key:
+            # Most of what a busy broker reads: answered without building a command.
+            if frame == _PING:
+                self.counters.replies += 1
+                return [Reply(peer, _PONG)]
+            if frame[1:10] == _SAY_START and self._fast_say(session, frame, now, out):
+                return out
         command: Command | None = None
         try:
             if frames != 1:
@@ -154,13 +175,25 @@ class BrokerCore:
         deadline = now - self.config.heartbeat * self.config.liveness
         for session in self.registry.silent_since(deadline):
             self._drop(session, LeaveReason.TIMEOUT, None, now, out)
+        for session in self.registry.closed_by(now):
+            self._drop(session, LeaveReason.TIMEOUT, None, now, out)
         self.registry.expire_ids(now)
         return out
 
+    def disconnected(self, peer: bytes, now: float) -> list[Output]:
+        """The peer's connection closed (the adapter saw it): its session leaves after
+        ``disconnect_grace``, without waiting for heartbeats to stop."""
+        now = self._clock(now)
+        self.registry.closed(peer, now + self.config.disconnect_grace)
+        if self.config.disconnect_grace <= 0:
+            return self.tick(now)
+        return []
+
     @property
     def tick_interval(self) -> float:
-        """How often ``tick`` should run: a quarter heartbeat bounds the timeout's error."""
-        return self.config.heartbeat / 4
+        """How often ``tick`` should run: a quarter heartbeat bounds the timeout's error,
+        and the disconnect grace bounds how late a closed connection's leave comes."""
+        return min(self.config.heartbeat / 4, max(self.config.disconnect_grace, 0.05))
 
     def shutdown(self, now: float) -> list[Output]:
         """Every session leaves with reason ``shutdown``; call before closing."""
@@ -203,6 +236,7 @@ class BrokerCore:
         """Raise AssertionError if the tables disagree (used by property tests)."""
         sessions = self.registry.by_peer
         assert len(self.registry.by_nick) == len(sessions)
+        assert set(self.registry.closing) <= set(sessions)
         for peer, session in sessions.items():
             assert session.peer == peer
             assert self.registry.by_nick[session.nick_key] is session
@@ -388,17 +422,53 @@ class BrokerCore:
 
     def _say(self, session: Session, say: Say, now: float, out: list[Output]) -> None:
         room = self.rooms.member_room(session, say.room)
-        if say.id is not None:
-            seen = session.recent.get(say.id)
+        self._publish_say(session, room, say.text, say.action, say.id, now, out)
+
+    def _fast_say(self, session: Session, frame: bytes, now: float, out: list[Output]) -> bool:
+        """Handle a plainly valid ``say`` as the full path would, without a ``Say``;
+        False (nothing done) for anything else, which the full path then handles.
+
+        The room must be one the session is in, spelled canonically, so no name rule
+        runs here; tests/test_fastpath.py checks both paths give the same bytes.
+        """
+        try:
+            env = unpack(frame)
+        except ProtocolError:
+            return False
+        room_name, text, ref = env.get("room"), env.get("text"), env.get("id")
+        action = env.get("action", False)
+        if type(room_name) is not str or type(text) is not str or type(action) is not bool:
+            return False
+        room = session.rooms.get(room_name)
+        if room is None or not text or _utf8_len(text) > self.config.text_limit:
+            return False
+        if ref is not None and (type(ref) is not str or _utf8_len(ref) > MAX_ID):
+            return False
+        if self._take_token(session, now, out, ref):
+            self._publish_say(session, room, text, action, ref, now, out)
+        return True
+
+    def _publish_say(
+        self,
+        session: Session,
+        room: Room,
+        text: str,
+        action: bool,
+        ref: str | None,
+        now: float,
+        out: list[Output],
+    ) -> None:
+        if ref is not None:
+            seen = session.recent.get(ref)
             if seen is not None:
                 self.counters.duplicates += 1
-                self._reply(session.peer, Ack(say.id, seen[0], seen[1], dup=True), out)
+                self._reply(session.peer, Ack(ref, seen[0], seen[1], dup=True), out)
                 return
-        message = Message(room.name, session.nick, say.text, now, room.seq + 1, say.action, say.id)
+        message = Message(room.name, session.nick, text, now, room.seq + 1, action, ref)
         self.counters.messages += 1
         self.rooms.publish(room, message, out)
-        if say.id is not None:
-            session.recent[say.id] = (room.name, room.seq)
+        if ref is not None:
+            session.recent[ref] = (room.name, room.seq)
             if len(session.recent) > self.config.dedupe_window:
                 session.recent.popitem(last=False)
 

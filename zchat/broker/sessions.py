@@ -25,6 +25,8 @@ class Sessions:
         # Rate buckets of ended sessions, by key (or peer without CURVE), so that
         # bye and hello again does not start a flooder over with a full bucket.
         self.buckets: OrderedDict[str | bytes, TokenBucket] = OrderedDict()
+        #: Sessions whose connection closed: peer -> when they leave, soonest first.
+        self.closing: OrderedDict[bytes, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.by_peer)
@@ -47,6 +49,23 @@ class Sessions:
             if session.last_seen >= deadline:
                 return
             yield session
+
+    def closed(self, peer: bytes, due: float) -> None:
+        """The peer's connection closed: its session leaves at ``due`` (grace is constant,
+        so insertion order is due order)."""
+        if peer in self.by_peer and peer not in self.closing:
+            self.closing[peer] = due
+
+    def closed_by(self, now: float) -> Iterator[Session]:
+        """Sessions whose connection closed and whose grace is over (safe to drop meanwhile)."""
+        while self.closing:
+            peer, due = next(iter(self.closing.items()))
+            if due > now:
+                return
+            del self.closing[peer]
+            session = self.by_peer.get(peer)
+            if session is not None:
+                yield session
 
     def expire_ids(self, now: float) -> None:
         while self.orphan_ids:
@@ -77,6 +96,7 @@ class Sessions:
         cfg = self.config
         del self.by_peer[session.peer]
         del self.by_nick[session.nick_key]
+        self.closing.pop(session.peer, None)
         if cfg.rate_limit > 0:
             ident = session.key if session.key is not None else session.peer
             self.buckets[ident] = session.bucket

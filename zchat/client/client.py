@@ -110,7 +110,8 @@ class Client(Link):
         )
         self._tracker = RoomTracker(check_nick(nick))
         self.backlog = backlog
-        self.heartbeat = 1.0
+        #: The broker says its pace in ``welcome``; this is only the value before it.
+        self.heartbeat = 5.0
         self.epoch: str | None = None
         #: The rooms we are in, as the tracker keeps them (roster, topic, seq).
         self.rooms: dict[str, RoomState] = self._tracker.rooms
@@ -169,6 +170,7 @@ class Client(Link):
             await self._teardown()
             raise
         watch.close()
+        self._watch_disconnects()
         self._spawn(self._heartbeat(), "zchat-heartbeat", keep=True)
         self._emit(Status("connected", f"connected as {self.nick}"))
 
@@ -395,6 +397,9 @@ class Client(Link):
         elif isinstance(reply, DirectMessage):
             self._emit(reply)
 
+    def _on_disconnected(self) -> None:
+        self._start_recovery("the broker closed the connection")
+
     def _on_room_event(self, event: RoomEvent) -> None:
         self._apply(self._tracker.live(event))
 
@@ -444,6 +449,7 @@ class Client(Link):
             except (ConnectTimeout, TimeoutError, ZchatError) as exc:
                 log.info("re-registration failed: %s", exc)
             else:
+                self._watch_disconnects()
                 self._emit(Status("registered", f"registered again as {self.nick}"))
                 return
             await asyncio.sleep(wait)

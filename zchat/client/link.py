@@ -90,6 +90,10 @@ class Link:
         """A room event from the PUB."""
         raise NotImplementedError
 
+    def _on_disconnected(self) -> None:
+        """The connection to the broker closed."""
+        raise NotImplementedError
+
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         sock = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
@@ -117,6 +121,22 @@ class Link:
         for task in self._readers:
             task.add_done_callback(self._task_done)
 
+    def _watch_disconnects(self) -> None:
+        """Once registered: a closed connection (a killed broker) is noticed at once,
+        not after three silent heartbeats."""
+        assert self._dealer is not None
+        monitor = self._dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        task = asyncio.create_task(self._read_monitor(monitor), name="zchat-monitor")
+        task.add_done_callback(self._task_done)
+        self._readers.append(task)
+
+    async def _read_monitor(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            await monitor.recv_multipart()
+        finally:
+            monitor.close(0)
+        self._on_disconnected()
+
     async def _stop_sockets(self) -> None:
         readers, self._readers = self._readers, []
         for task in readers:
@@ -124,6 +144,9 @@ class Link:
         for task in readers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._dealer is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._dealer.disable_monitor()
         for sock in (self._dealer, self._sub):
             if sock is not None:
                 sock.close(0)
