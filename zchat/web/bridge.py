@@ -73,10 +73,11 @@ class ClientSettings:
 
 
 def shared_context(max_clients: int) -> zmq.asyncio.Context:
-    """One ZeroMQ context for ``max_clients`` clients (two sockets each, and a monitor)."""
+    """One ZeroMQ context for ``max_clients`` clients: a DEALER and a SUB each, and the
+    DEALER's disconnect monitor (two PAIR sockets, libzmq's and the reader's)."""
     context = zmq.asyncio.Context()
-    # libzmq's default of 1023 sockets would stop the gateway at about 500 tabs.
-    context.set(zmq.MAX_SOCKETS, 3 * max_clients + 64)
+    # libzmq's default of 1023 sockets would stop the gateway at about 250 tabs.
+    context.set(zmq.MAX_SOCKETS, 4 * max_clients + 64)
     return context
 
 
