@@ -47,6 +47,14 @@ LogFormatOpt = Annotated[
     str, typer.Option(envvar="ZCHAT_LOG_FORMAT", help="text, or json (one object per line).")
 ]
 
+ConnectTimeoutOpt = Annotated[
+    float,
+    typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
+]
+BacklogOpt = Annotated[
+    int, typer.Option(envvar="ZCHAT_BACKLOG", min=0, max=500, help="History shown on joining.")
+]
+
 ServerKeyOpt = Annotated[
     Path | None,
     typer.Option(
@@ -183,13 +191,8 @@ def client(
     plain: Annotated[
         bool, typer.Option("--plain", envvar="ZCHAT_PLAIN", help="Line mode even on a terminal.")
     ] = False,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
-    ] = 5.0,
-    backlog: Annotated[
-        int, typer.Option(envvar="ZCHAT_BACKLOG", min=0, max=500, help="History shown on joining.")
-    ] = 50,
+    connect_timeout: ConnectTimeoutOpt = 5.0,
+    backlog: BacklogOpt = 50,
     log_level: LogLevelOpt = "warning",
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
@@ -288,10 +291,7 @@ def bot(
     room: Annotated[str, typer.Option(envvar="ZCHAT_ROOM", help="The room to talk in.")] = "lobby",
     router: RouterOpt = DEFAULT_CLIENT_ROUTER,
     pub: PubOpt = DEFAULT_CLIENT_PUB,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
-    ] = 5.0,
+    connect_timeout: ConnectTimeoutOpt = 5.0,
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
     log_level: LogLevelOpt = "warning",
@@ -362,13 +362,8 @@ def web(
         int,
         typer.Option(envvar="ZCHAT_WEB_MAX_CONNECTIONS", min=1, help="Most WebSockets at once."),
     ] = 1000,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(envvar="ZCHAT_CONNECT_TIMEOUT", min=0.1, help="Seconds to wait for a broker."),
-    ] = 5.0,
-    backlog: Annotated[
-        int, typer.Option(envvar="ZCHAT_BACKLOG", min=0, max=500, help="History shown on joining.")
-    ] = 50,
+    connect_timeout: ConnectTimeoutOpt = 5.0,
+    backlog: BacklogOpt = 50,
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
     log_level: LogLevelOpt = "info",
