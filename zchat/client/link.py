@@ -280,14 +280,13 @@ class Link:
             except ProtocolError as exc:
                 log.warning("bad envelope from broker: %s", exc)
                 continue
-            if event is None or isinstance(event, SyncSeen) or not hasattr(event, "re"):
-                continue  # a type this version does not know, or a room event here
-            ref = event.re
-            future = self._pending.get(ref) if ref is not None else None
+            if not isinstance(event, Reply):
+                continue  # a type this version does not know, or one that belongs on the PUB
+            future = self._pending.get(event.re) if event.re is not None else None
             if future is not None and not future.done():
-                future.set_result(event)  # type: ignore[arg-type]
+                future.set_result(event)
                 continue
-            self._on_reply(event)  # type: ignore[arg-type]
+            self._on_reply(event)
 
     async def _read_sub(self) -> None:
         assert self._sub is not None

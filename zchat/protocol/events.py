@@ -330,7 +330,18 @@ class StatsReply(Event):
         return _opt({"type": "stats", **self.stats}, re=self.re)
 
 
-Reply = DirectMessage | ErrorReply | RoomInfo | Welcome | Ack | Pong | HistoryReply | StatsReply
+#: What comes over the ROUTER: a ``nick`` reply is a :class:`NickChanged` without a room.
+Reply = (
+    DirectMessage
+    | ErrorReply
+    | RoomInfo
+    | Welcome
+    | Ack
+    | Pong
+    | HistoryReply
+    | StatsReply
+    | NickChanged
+)
 BrokerEvent = RoomEvent | Reply | SyncSeen
 
 
