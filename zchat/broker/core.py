@@ -260,17 +260,17 @@ class BrokerCore:
         if bucket.take(now):
             return True
         self.counters.errors[ErrorCode.RATE_LIMITED] += 1
+        rate = bucket.rate
         if bucket.penalty > self.config.flood_threshold:
-            flood = ErrorReply(ErrorCode.RATE_LIMITED, "dropped for flooding")
+            data = {"limit": rate, "scope": "envelope", "dropped": True}
+            flood = ErrorReply(ErrorCode.RATE_LIMITED, "dropped for flooding", data, ref)
             self._reply(session.peer, flood, out)
             self._drop(session, LeaveReason.FLOOD, None, now, out)
         elif bucket.penalty <= self.config.rate_burst:
             # Past that, the flooder is not reading its errors either: save the bytes.
-            rate = bucket.rate
             reason = f"more than {rate:g} envelopes per second"
-            self._reply(
-                session.peer, ErrorReply(ErrorCode.RATE_LIMITED, reason, {"limit": rate}, ref), out
-            )
+            data = {"limit": rate, "scope": "envelope"}
+            self._reply(session.peer, ErrorReply(ErrorCode.RATE_LIMITED, reason, data, ref), out)
         else:
             self.counters.drops["rate_limited"] += 1
         return False
@@ -331,7 +331,10 @@ class BrokerCore:
             cost = min(1 + len(hello.rooms), cfg.rate_burst)
             if bucket.tokens < cost:
                 raise ProtocolError(
-                    ErrorCode.RATE_LIMITED, "registering too often", limit=cfg.rate_limit
+                    ErrorCode.RATE_LIMITED,
+                    "registering too often",
+                    limit=cfg.rate_limit,
+                    scope="registration",
                 )
             bucket.tokens -= cost
         else:

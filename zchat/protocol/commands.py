@@ -25,7 +25,7 @@ from zchat.protocol.names import (
     check_room,
     check_token,
 )
-from zchat.protocol.wire import unpack
+from zchat.protocol.wire import check_type, unpack_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +263,12 @@ _DECODERS: Final[dict[str, _Decoder]] = {
 
 def decode_command(frame: bytes, text_limit: int = MAX_TEXT) -> Command:
     """Decode and validate one client-to-broker frame."""
-    env = unpack(frame)
+    env = unpack_map(frame)
     try:
-        decoder = _DECODERS.get(env["type"])
+        kind = check_type(env)
+        decoder = _DECODERS.get(kind)
         if decoder is None:
-            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"unknown type {env['type'][:32]!r}")
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"unknown type {kind[:32]!r}")
         command: Command = decoder(env, text_limit)
     except ProtocolError as exc:
         # So the error can name the command it answers, when its id is sound.
