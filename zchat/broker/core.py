@@ -62,6 +62,7 @@ from zchat.protocol.names import (
     ErrorCode,
     LeaveReason,
     fold,
+    skeleton,
 )
 from zchat.protocol.wire import pack, sync_topic
 from zchat.ratelimit import TokenBucket
@@ -203,9 +204,12 @@ class BrokerCore:
         """Raise AssertionError if the tables disagree (used by property tests)."""
         sessions = self.registry.by_peer
         assert len(self.registry.by_nick) == len(sessions)
+        assert len(self.registry.by_skeleton) == len(sessions)
         for peer, session in sessions.items():
             assert session.peer == peer
             assert self.registry.by_nick[session.nick_key] is session
+            assert self.registry.by_skeleton[session.skeleton] is session
+            assert session.skeleton == skeleton(session.nick)
             assert len(session.rooms) <= self.config.max_rooms_per_session
             for name, room in session.rooms.items():
                 assert self.rooms.rooms[name] is room
@@ -320,7 +324,8 @@ class BrokerCore:
             )
             if not (same_owner or same_client):
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} is in use")
-        elif len(self.registry) >= cfg.max_clients:
+        self._refuse_look_alike(hello.nick, nick_key, current)
+        if current is None and len(self.registry) >= cfg.max_clients:
             raise ProtocolError(ErrorCode.FULL, "the broker is full", limit=cfg.max_clients)
         ident = key if key is not None else peer
         bucket = current.bucket if current is not None else self.registry.old_bucket(ident)
@@ -354,6 +359,13 @@ class BrokerCore:
         for name in hello.rooms:
             self.rooms.enter(session, name, now, out)
         self._welcome(session, hello.id, out)
+
+    def _refuse_look_alike(self, nick: str, nick_key: str, replacing: Session | None) -> None:
+        similar = self.registry.look_alike(nick, nick_key)
+        if similar is not None and similar is not replacing:
+            raise ProtocolError(
+                ErrorCode.NICK_TAKEN, f"{nick} looks like {similar.nick}", similar_to=similar.nick
+            )
 
     def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
         cfg = self.config
@@ -446,6 +458,7 @@ class BrokerCore:
         holder = self.registry.by_nick.get(new_key)
         if holder is not None and holder is not session:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} is in use")
+        self._refuse_look_alike(nick.nick, new_key, session)
         owner = self.store.owner(new_key)
         if owner is not None and owner != session.key:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} belongs to another key")

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from zchat.broker.state import BrokerConfig, Session
-from zchat.protocol.names import LeaveReason
+from zchat.protocol.names import LeaveReason, skeleton
 from zchat.ratelimit import TokenBucket
 
 #: say id -> (room, seq) of what it published.
@@ -20,6 +20,8 @@ class Sessions:
         # Ordered by last activity, so expiry only looks at the front.
         self.by_peer: OrderedDict[bytes, Session] = OrderedDict()
         self.by_nick: dict[str, Session] = {}
+        #: Sessions by the skeleton of their nick (UTS #39), for refusing look-alikes.
+        self.by_skeleton: dict[str, Session] = {}
         #: Message ids of nicks that left without ``bye``, until they expire.
         self.orphan_ids: OrderedDict[str, tuple[float, RecentIds]] = OrderedDict()
         # Rate buckets of ended sessions, by key (or peer without CURVE), so that
@@ -55,6 +57,11 @@ class Sessions:
                 return
             self.orphan_ids.popitem(last=False)
 
+    def look_alike(self, nick: str, nick_key: str) -> Session | None:
+        """The session of another nick that ``nick`` looks like, if any."""
+        holder = self.by_skeleton.get(skeleton(nick))
+        return holder if holder is not None and holder.nick_key != nick_key else None
+
     def old_bucket(self, ident: str | bytes) -> TokenBucket | None:
         return self.buckets.get(ident)
 
@@ -65,18 +72,23 @@ class Sessions:
             session.recent = orphan[1]
         self.by_peer[session.peer] = session
         self.by_nick[session.nick_key] = session
+        self.by_skeleton[session.skeleton] = session
 
     def rename(self, session: Session, nick: str, nick_key: str) -> None:
         del self.by_nick[session.nick_key]
+        del self.by_skeleton[session.skeleton]
         session.nick = nick
         session.nick_key = nick_key
+        session.skeleton = skeleton(nick)
         self.by_nick[nick_key] = session
+        self.by_skeleton[session.skeleton] = session
 
     def remove(self, session: Session, reason: LeaveReason, now: float) -> None:
         """Forget ``session``; keep its bucket, and its ids if it may come back and resend."""
         cfg = self.config
         del self.by_peer[session.peer]
         del self.by_nick[session.nick_key]
+        del self.by_skeleton[session.skeleton]
         if cfg.rate_limit > 0:
             ident = session.key if session.key is not None else session.peer
             self.buckets[ident] = session.bucket
