@@ -91,7 +91,7 @@ class BrokerCore:
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
         self._new_token = new_token
         self._now = now
-        self.registry = Sessions(self.config)
+        self.registry = Sessions(self.config, self.store, now)
         rate = self.config.unregistered_rate
         self._unregistered_bucket = TokenBucket(rate, rate, now)
         self._handlers: dict[type, Callable[[Session, Any, float, list[Output]], None]] = {
@@ -413,9 +413,7 @@ class BrokerCore:
         self.counters.messages += 1
         self.rooms.publish(room, message, out)
         if say.id is not None:
-            session.recent[say.id] = (room.name, room.seq)
-            if len(session.recent) > self.config.dedupe_window:
-                session.recent.popitem(last=False)
+            self.registry.remember(session, say.id, room.name, room.seq)
 
     def _ping(self, session: Session, ping: Ping, now: float, out: list[Output]) -> None:
         self._reply(session.peer, Pong(ping.id), out)

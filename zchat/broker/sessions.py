@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from zchat.broker.state import BrokerConfig, Session
+from zchat.broker.store import Store
 from zchat.protocol.names import LeaveReason, skeleton
 from zchat.ratelimit import TokenBucket
 
@@ -15,8 +16,11 @@ RecentIds = OrderedDict[str, tuple[str, int]]
 
 
 class Sessions:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, store: Store, now: float) -> None:
         self.config = config
+        self.store = store
+        # Whoever was registered when a durable broker stopped is not now.
+        store.release_all_said(now + config.dedupe_ttl)
         # Ordered by last activity, so expiry only looks at the front.
         self.by_peer: OrderedDict[bytes, Session] = OrderedDict()
         self.by_nick: dict[str, Session] = {}
@@ -56,6 +60,15 @@ class Sessions:
             if expires > now:
                 return
             self.orphan_ids.popitem(last=False)
+        self.store.expire_said(now)
+
+    def remember(self, session: Session, id: str, room: str, seq: int) -> None:
+        """``session`` published ``id`` as ``seq`` in ``room``: a resend is a duplicate."""
+        window = self.config.dedupe_window
+        session.recent[id] = (room, seq)
+        if len(session.recent) > window:
+            session.recent.popitem(last=False)
+        self.store.remember_said(session.nick_key, id, room, seq, window)
 
     def look_alike(self, nick: str, nick_key: str) -> Session | None:
         """The session of another nick that ``nick`` looks like, if any."""
@@ -68,8 +81,11 @@ class Sessions:
     def add(self, session: Session, ident: str | bytes) -> None:
         self.buckets.pop(ident, None)
         orphan = self.orphan_ids.pop(session.nick_key, None)
+        stored = self.store.claim_said(session.nick_key)
         if orphan is not None:
             session.recent = orphan[1]
+        else:
+            session.recent.update((id, (room, seq)) for id, room, seq in stored)
         self.by_peer[session.peer] = session
         self.by_nick[session.nick_key] = session
         self.by_skeleton[session.skeleton] = session
@@ -77,6 +93,7 @@ class Sessions:
     def rename(self, session: Session, nick: str, nick_key: str) -> None:
         del self.by_nick[session.nick_key]
         del self.by_skeleton[session.skeleton]
+        self.store.rename_said(session.nick_key, nick_key)
         session.nick = nick
         session.nick_key = nick_key
         session.skeleton = skeleton(nick)
@@ -99,3 +116,6 @@ class Sessions:
             self.orphan_ids[session.nick_key] = (now + cfg.dedupe_ttl, session.recent)
             while len(self.orphan_ids) > cfg.max_clients:
                 self.orphan_ids.popitem(last=False)
+            self.store.release_said(session.nick_key, now + cfg.dedupe_ttl)
+        else:
+            self.store.release_said(session.nick_key, None)

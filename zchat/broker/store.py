@@ -42,6 +42,25 @@ class Store(Protocol):
 
     def flush(self) -> None: ...
 
+    # The ``say`` ids of each nick, for the dedupe window to outlive a restart. The broker
+    # keeps the ids it uses in memory; a durable store keeps a copy.
+
+    def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
+        """(id, room, seq) remembered for a nick now registered, oldest first; stops expiry."""
+
+    def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
+        """Remember one id, keeping the nick's last ``window``."""
+
+    def rename_said(self, old: str, new: str) -> None: ...
+
+    def release_said(self, nick_key: str, expires: float | None) -> None:
+        """The nick left: keep its ids until ``expires``, or forget them now (None)."""
+
+    def release_all_said(self, expires: float) -> None:
+        """At start, no nick is registered: the ids of all expire at ``expires``."""
+
+    def expire_said(self, now: float) -> None: ...
+
 
 class MemoryStore:
     """History in memory: a bounded deque per room, lost on restart."""
@@ -87,6 +106,26 @@ class MemoryStore:
     def flush(self) -> None:
         pass
 
+    # Lost on restart anyway: the broker's own tables are the only copy.
+
+    def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
+        return []
+
+    def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
+        pass
+
+    def rename_said(self, old: str, new: str) -> None:
+        pass
+
+    def release_said(self, nick_key: str, expires: float | None) -> None:
+        pass
+
+    def release_all_said(self, expires: float) -> None:
+        pass
+
+    def expire_said(self, now: float) -> None:
+        pass
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,6 +136,11 @@ CREATE TABLE IF NOT EXISTS events (
     room TEXT NOT NULL, seq INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS said (
+    nick TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL, room TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (nick, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS said_left (nick TEXT PRIMARY KEY, expires REAL NOT NULL);
 """
 
 
@@ -159,6 +203,49 @@ class SqliteStore:
     def set_owner(self, nick_key: str, key: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
         self._dirty = True
+
+    def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
+        rows = self._db.execute(
+            "SELECT id, room, seq FROM said WHERE nick=? ORDER BY n", (nick_key,)
+        ).fetchall()
+        self._db.execute("DELETE FROM said_left WHERE nick=?", (nick_key,))
+        self._dirty = True
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
+        row = self._db.execute("SELECT MAX(n) FROM said WHERE nick=?", (nick_key,)).fetchone()
+        n = (row[0] or 0) + 1
+        self._db.execute("INSERT INTO said VALUES (?, ?, ?, ?, ?)", (nick_key, n, id, room, seq))
+        self._db.execute("DELETE FROM said WHERE nick=? AND n<=?", (nick_key, n - window))
+        self._dirty = True
+
+    def rename_said(self, old: str, new: str) -> None:
+        for table in ("said", "said_left"):
+            self._db.execute(f"DELETE FROM {table} WHERE nick=?", (new,))
+        self._db.execute("UPDATE said SET nick=? WHERE nick=?", (new, old))
+        self._dirty = True
+
+    def release_said(self, nick_key: str, expires: float | None) -> None:
+        if expires is None:
+            for table in ("said", "said_left"):
+                self._db.execute(f"DELETE FROM {table} WHERE nick=?", (nick_key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO said_left VALUES (?, ?)", (nick_key, expires))
+        self._dirty = True
+
+    def release_all_said(self, expires: float) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO said_left SELECT DISTINCT nick, ? FROM said", (expires,)
+        )
+        self._dirty = True
+
+    def expire_said(self, now: float) -> None:
+        gone = self._db.execute(
+            "DELETE FROM said WHERE nick IN (SELECT nick FROM said_left WHERE expires<=?)", (now,)
+        ).rowcount
+        left = self._db.execute("DELETE FROM said_left WHERE expires<=?", (now,)).rowcount
+        if gone or left:
+            self._dirty = True
 
     def flush(self) -> None:
         """Commit the batch: room seqs, and history trimmed to the last ``history`` events."""
