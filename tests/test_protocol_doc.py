@@ -30,6 +30,7 @@ from conftest import BrokerThread, recv_until
 from zchat.broker.core import BrokerCore
 from zchat.broker.state import MAX_ROSTER, BrokerConfig, Output, Reply
 from zchat.broker.store import MemoryStore
+from zchat.errors import ProtocolError
 from zchat.protocol import (
     MAX_FRAME,
     MAX_HISTORY_LIMIT,
@@ -231,6 +232,72 @@ def test_rate_limited_cases_are_told_apart_by_field() -> None:
         "registration",
         False,
     )
+
+
+_VALID: dict[str, dict[str, Any]] = {
+    "hello": {"v": 1, "nick": "Ann", "rooms": ["lobby"]},
+    "say": {"room": "lobby", "text": "x"},
+    "sync": {"token": "t"},
+    "join": {"room": "r"},
+    "leave": {"room": "r"},
+    "who": {"room": "r"},
+    "topic": {"room": "r", "text": "t"},
+    "nick": {"nick": "N"},
+    "dm": {"to": "x", "text": "y"},
+    "history": {"room": "r"},
+}
+_NAME_CODES = {"room": "bad_room", "nick": "bad_nick", "to": "bad_nick", "v": "bad_version"}
+
+
+def _decode_error(env: dict[str, Any]) -> tuple[str, str] | None:
+    try:
+        decode_command(pack(env))
+    except ProtocolError as exc:
+        return exc.code, exc.reason
+    return None
+
+
+def test_nil_is_a_missing_field_and_names_keep_their_code() -> None:
+    """Section 2.3 rule 7."""
+    for kind, fields_ in _VALID.items():
+        assert _decode_error({"type": kind, **fields_}) is None
+        for key in fields_:
+            if (kind, key) == ("hello", "rooms"):
+                continue  # the documented exception
+            missing = _decode_error(
+                {"type": kind, **{k: v for k, v in fields_.items() if k != key}}
+            )
+            nil = _decode_error({"type": kind, **fields_, key: None})
+            assert nil == missing, (kind, key, nil, missing)
+            assert missing is not None
+            assert missing[0] == _NAME_CODES.get(key, "bad_envelope"), (kind, key, missing)
+
+
+def test_the_nesting_limit_is_the_documented_one(doc: str) -> None:
+    """Section 2.3 rule 9: the envelope map and 1023 nested arrays pass; one more does not."""
+    assert "at most 1024 nested containers" in doc
+
+    def nested(arrays: int) -> bytes:
+        return b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * (arrays - 1) + b"\x90"
+
+    assert isinstance(decode_command(nested(1023)), commands.Ping)
+    with pytest.raises(ProtocolError) as info:
+        decode_command(nested(1024))
+    assert info.value.code == "bad_envelope"
+
+
+def test_a_history_limit_above_the_kept_events_is_capped() -> None:
+    core = BrokerCore(BrokerConfig(rate_limit=0, history=5))
+    hello = {"type": "hello", "v": 1, "nick": "Ann", "rooms": ["lobby"], "id": "h"}
+    welcome = msgpack.unpackb(core.receive(b"a", pack(hello), 1.0)[-1].data)
+    assert welcome["limits"]["history"] == 5
+    for n in range(20):
+        core.receive(b"a", pack({"type": "say", "room": "lobby", "text": f"{n}"}), 2.0 + n)
+    env = {"type": "history", "room": "lobby", "limit": MAX_HISTORY_LIMIT, "id": "q"}
+    (out,) = core.receive(b"a", pack(env), 30.0)
+    assert isinstance(out, Reply)
+    reply = msgpack.unpackb(out.data)
+    assert (len(reply["events"]), reply["missing"]) == (5, 21 - 5)
 
 
 def _command_classes() -> dict[str, type[Any]]:

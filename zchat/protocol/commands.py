@@ -194,10 +194,21 @@ def _text(env: dict[str, Any], text_limit: int) -> str:
     return text
 
 
+def _name(env: dict[str, Any], key: str, check: Callable[[object], str], code: ErrorCode) -> str:
+    # A name field answers with its own code whatever is wrong with it, and nil is
+    # absent, as in every other field.
+    value = env.get(key)
+    if value is None:
+        raise ProtocolError(code, f"missing field {key!r}")
+    return check(value)
+
+
 def _room(env: dict[str, Any]) -> str:
-    if "room" not in env:
-        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "missing field 'room'")
-    return check_room(env["room"])
+    return _name(env, "room", check_room, ErrorCode.BAD_ROOM)
+
+
+def _nick(env: dict[str, Any], key: str) -> str:
+    return _name(env, key, check_nick, ErrorCode.BAD_NICK)
 
 
 def _hello(env: dict[str, Any], text_limit: int) -> Hello:
@@ -210,9 +221,7 @@ def _hello(env: dict[str, Any], text_limit: int) -> Hello:
         raise ProtocolError(
             ErrorCode.BAD_VERSION, f"version {version} is not supported", supported=[VERSION]
         )
-    if "nick" not in env:
-        raise ProtocolError(ErrorCode.BAD_NICK, "missing field 'nick'")
-    nick = check_nick(env["nick"])
+    nick = _nick(env, "nick")
     raw_rooms = env.get("rooms", ["lobby"])
     if not isinstance(raw_rooms, list):
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "field 'rooms' must be an array")
@@ -254,8 +263,8 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     "leave": lambda e, lim: Leave(_room(e), _str(e, "reason", MAX_REASON, optional=True), _id(e)),
     "who": lambda e, lim: Who(_room(e), _id(e)),
     "topic": lambda e, lim: Topic(_room(e), _req_str(e, "text", MAX_REASON), _id(e)),
-    "nick": lambda e, lim: Nick(check_nick(e.get("nick")), _id(e)),
-    "dm": lambda e, lim: Dm(check_nick(e.get("to")), _text(e, lim), _bool(e, "action"), _id(e)),
+    "nick": lambda e, lim: Nick(_nick(e, "nick"), _id(e)),
+    "dm": lambda e, lim: Dm(_nick(e, "to"), _text(e, lim), _bool(e, "action"), _id(e)),
     "history": _history,
     "stats": lambda e, lim: Stats(_id(e)),
 }
