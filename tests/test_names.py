@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -16,6 +17,7 @@ import zchat.client.client
 from zchat import RegistrationError
 from zchat.broker.core import BrokerCore
 from zchat.broker.state import BrokerConfig, Reply
+from zchat.broker.store import SqliteStore
 from zchat.errors import ProtocolError
 from zchat.protocol import pack
 from zchat.protocol.names import check_nick, check_room, fold, skeleton
@@ -183,3 +185,28 @@ def test_line_mode_refuses_look_alikes(zchat_proc: Callable[..., ZchatProcess]) 
     assert "U+034F" in invisible.stderr_lines[0]
     alice.close_stdin()
     assert alice.wait() == 0
+
+
+def _hello_as(core: BrokerCore, peer: bytes, nick: str, key: str, now: float) -> dict[str, Any]:
+    env = {"type": "hello", "v": 1, "nick": nick, "rooms": [], "id": "h"}
+    outs = core.receive(peer, pack(env), now, key=key)
+    replies = [msgpack.unpackb(o.data) for o in outs if isinstance(o, Reply) and o.peer == peer]
+    return next(r for r in replies if r.get("re") == "h")
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+def test_a_look_alike_of_a_nick_another_key_owns_is_refused(durable: bool, tmp_path: Path) -> None:
+    def new_core() -> BrokerCore:
+        store = SqliteStore(tmp_path / "chat.db", 10) if durable else None
+        return BrokerCore(BrokerConfig(rate_limit=0), store=store)
+
+    core = new_core()
+    assert _hello_as(core, b"a", "Alice", "key-1", 1.0)["type"] == "welcome"
+    core.receive(b"a", pack({"type": "bye"}), 2.0, key="key-1")
+    if durable:
+        core.store.flush()
+        core = new_core()
+    refused = _hello_as(core, b"b", "AIice", "key-2", 3.0)
+    assert (refused["code"], refused["similar_to"]) == ("nick_taken", "Alice")
+    assert _hello_as(core, b"c", "AIice", "key-1", 4.0)["type"] == "welcome"
+    core.check_invariants()

@@ -324,7 +324,7 @@ class BrokerCore:
             )
             if not (same_owner or same_client):
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} is in use")
-        self._refuse_look_alike(hello.nick, nick_key, current)
+        self._refuse_look_alike(hello.nick, nick_key, current, key)
         if current is None and len(self.registry) >= cfg.max_clients:
             raise ProtocolError(ErrorCode.FULL, "the broker is full", limit=cfg.max_clients)
         ident = key if key is not None else peer
@@ -353,6 +353,7 @@ class BrokerCore:
         session = Session(peer, hello.nick, key, self._new_token(), now, bucket)
         if key is not None and owner is None:
             self.store.set_owner(nick_key, key)
+            self.store.claim_skeleton(skeleton(hello.nick), hello.nick, key)
         self.registry.add(session, ident)
         self.counters.registrations += 1
         log.info("%s registered (rooms: %s)", session.nick, ", ".join(hello.rooms) or "none")
@@ -360,11 +361,20 @@ class BrokerCore:
             self.rooms.enter(session, name, now, out)
         self._welcome(session, hello.id, out)
 
-    def _refuse_look_alike(self, nick: str, nick_key: str, replacing: Session | None) -> None:
+    def _refuse_look_alike(
+        self, nick: str, nick_key: str, replacing: Session | None, key: str | None
+    ) -> None:
         similar = self.registry.look_alike(nick, nick_key)
         if similar is not None and similar is not replacing:
             raise ProtocolError(
                 ErrorCode.NICK_TAKEN, f"{nick} looks like {similar.nick}", similar_to=similar.nick
+            )
+        owned = self.store.skeleton_owner(skeleton(nick))
+        if owned is not None and owned[1] != key and fold(owned[0]) != nick_key:
+            raise ProtocolError(
+                ErrorCode.NICK_TAKEN,
+                f"{nick} looks like {owned[0]}, which belongs to another key",
+                similar_to=owned[0],
             )
 
     def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
@@ -456,7 +466,7 @@ class BrokerCore:
         holder = self.registry.by_nick.get(new_key)
         if holder is not None and holder is not session:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} is in use")
-        self._refuse_look_alike(nick.nick, new_key, session)
+        self._refuse_look_alike(nick.nick, new_key, session, session.key)
         owner = self.store.owner(new_key)
         if owner is not None and owner != session.key:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} belongs to another key")
@@ -467,6 +477,7 @@ class BrokerCore:
         self.registry.rename(session, nick.nick, new_key)
         if session.key is not None and owner is None:
             self.store.set_owner(new_key, session.key)
+            self.store.claim_skeleton(skeleton(nick.nick), nick.nick, session.key)
         room: Room
         for room in session.rooms.values():
             event = NickChanged(old, nick.nick, now, room.name, room.seq + 1)

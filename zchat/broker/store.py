@@ -40,6 +40,12 @@ class Store(Protocol):
 
     def set_owner(self, nick_key: str, key: str) -> None: ...
 
+    def skeleton_owner(self, skeleton: str) -> tuple[str, str] | None:
+        """(nick as claimed, key) of the owned nick with this look-alike skeleton."""
+
+    def claim_skeleton(self, skeleton: str, nick: str, key: str) -> None:
+        """Record the skeleton of a nick just claimed (the first claim of a skeleton stays)."""
+
     def flush(self) -> None: ...
 
     # The ``say`` ids of each nick, for the dedupe window to outlive a restart. The broker
@@ -72,6 +78,7 @@ class MemoryStore:
         self._history = history
         self._events: dict[str, deque[tuple[int, bytes]]] = {}
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self._skeletons: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._max_owners = max_owners
 
     def room_state(self, room: str) -> tuple[int, str] | None:
@@ -102,6 +109,14 @@ class MemoryStore:
         # Every nick ever claimed would otherwise stay in memory: forget the oldest claims.
         while len(self._owners) > self._max_owners:
             self._owners.popitem(last=False)
+
+    def skeleton_owner(self, skeleton: str) -> tuple[str, str] | None:
+        return self._skeletons.get(skeleton)
+
+    def claim_skeleton(self, skeleton: str, nick: str, key: str) -> None:
+        self._skeletons.setdefault(skeleton, (nick, key))
+        while len(self._skeletons) > self._max_owners:
+            self._skeletons.popitem(last=False)
 
     def flush(self) -> None:
         pass
@@ -136,6 +151,9 @@ CREATE TABLE IF NOT EXISTS events (
     room TEXT NOT NULL, seq INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owner_skeletons (
+    skeleton TEXT PRIMARY KEY, nick TEXT NOT NULL, key TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS said (
     nick TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL, room TEXT NOT NULL,
     seq INTEGER NOT NULL, PRIMARY KEY (nick, n)
@@ -202,6 +220,18 @@ class SqliteStore:
 
     def set_owner(self, nick_key: str, key: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
+        self._dirty = True
+
+    def skeleton_owner(self, skeleton: str) -> tuple[str, str] | None:
+        row = self._db.execute(
+            "SELECT nick, key FROM owner_skeletons WHERE skeleton=?", (skeleton,)
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def claim_skeleton(self, skeleton: str, nick: str, key: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO owner_skeletons VALUES (?, ?, ?)", (skeleton, nick, key)
+        )
         self._dirty = True
 
     def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
