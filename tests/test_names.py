@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import precis_i18n
 import pytest
 from conftest import BrokerThread, ZchatProcess
 from helpers import client_for, start_broker, start_client, wait_event
@@ -19,6 +22,7 @@ from zchat.broker.core import BrokerCore
 from zchat.broker.state import BrokerConfig, Reply
 from zchat.broker.store import SqliteStore
 from zchat.errors import ProtocolError
+from zchat.protocol import names as name_rules
 from zchat.protocol import pack
 from zchat.protocol.names import check_nick, check_room, fold, skeleton
 
@@ -210,3 +214,35 @@ def test_a_look_alike_of_a_nick_another_key_owns_is_refused(durable: bool, tmp_p
     assert (refused["code"], refused["similar_to"]) == ("nick_taken", "Alice")
     assert _hello_as(core, b"c", "AIice", "key-1", 4.0)["type"] == "welcome"
     core.check_invariants()
+
+
+def _refused_by_precis_only() -> Counter[str]:
+    """Code points the character rules before PRECIS accepted and PRECIS refuses, by rule."""
+    profile = precis_i18n.get_profile("NicknameCaseMapped")
+    refused: Counter[str] = Counter()
+    for cp in range(0x110000):
+        ch = chr(cp)
+        try:
+            name_rules._check_name(ch, "nick", 1, name_rules.ErrorCode.BAD_NICK)
+        except ProtocolError:
+            continue
+        try:
+            profile.enforce(ch)
+        except UnicodeError as exc:
+            refused[str(getattr(exc, "reason", ""))] += 1
+    return refused
+
+
+@pytest.mark.skipif(
+    (precis_i18n.__version__, unicodedata.unidata_version) != ("1.1.2", "14.0.0"),
+    reason="docs/protocol.md section 3.1 counts for precis-i18n 1.1.2 and Unicode 14.0",
+)
+def test_the_documented_counts_of_newly_refused_code_points() -> None:
+    refused = _refused_by_precis_only()
+    assert refused["DISALLOWED/old_hangul_jamo"] == 527
+    assert refused["DISALLOWED/precis_ignorable_properties"] == 263
+    assert refused["DISALLOWED/exceptions"] == 19
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert "527 old Hangul jamo" in doc
+    assert "263 default-ignorable" in doc
+    assert "19 PRECIS exceptions" in doc
