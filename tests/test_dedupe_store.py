@@ -17,7 +17,7 @@ from helpers import start_broker
 
 from zchat.broker.core import BrokerCore
 from zchat.broker.state import BrokerConfig, Publish, Reply
-from zchat.broker.store import SqliteStore
+from zchat.broker.store import SAID_TRIM_EVERY, SqliteStore
 from zchat.protocol import pack
 
 HELLO = {"type": "hello", "v": 1, "nick": "Ann", "rooms": ["lobby"], "id": "h"}
@@ -83,12 +83,19 @@ def test_stored_ids_are_bounded_by_the_window_and_follow_a_nick_change(tmp_path:
     store = SqliteStore(db, 500)
     core = BrokerCore(config, store=store, now=1.0)
     _send(core, 1.0, HELLO)
-    for n in range(10):
+    for n in range(40):
         _send(core, 2.0 + n, {**SAY, "id": f"s{n}"})
-    _send(core, 20.0, {"type": "nick", "nick": "Anna"})
+    _send(core, 50.0, {"type": "nick", "nick": "Anna"})
     store.close()
     rows = sqlite3.connect(db).execute("SELECT nick, id FROM said ORDER BY n").fetchall()
-    assert rows == [("anna", "s7"), ("anna", "s8"), ("anna", "s9")]
+    assert len(rows) <= config.dedupe_window + SAID_TRIM_EVERY
+    assert {nick for nick, _ in rows} == {"anna"}
+    assert [id for _, id in rows[-3:]] == ["s37", "s38", "s39"]
+    # Read back, the window holds exactly the last ids.
+    core = BrokerCore(config, store=SqliteStore(db, 500), now=60.0)
+    _send(core, 61.0, {**HELLO, "nick": "Anna"})
+    (session,) = core.registry
+    assert list(session.recent) == ["s37", "s38", "s39"]
 
 
 def test_a_durable_broker_process_acknowledges_a_resend_after_a_restart(

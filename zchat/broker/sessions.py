@@ -86,6 +86,8 @@ class Sessions:
             session.recent = orphan[1]
         else:
             session.recent.update((id, (room, seq)) for id, room, seq in stored)
+            while len(session.recent) > self.config.dedupe_window:
+                session.recent.popitem(last=False)
         self.by_peer[session.peer] = session
         self.by_nick[session.nick_key] = session
         self.by_skeleton[session.skeleton] = session

@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Store(Protocol):
@@ -162,6 +162,10 @@ CREATE TABLE IF NOT EXISTS said_left (nick TEXT PRIMARY KEY, expires REAL NOT NU
 """
 
 
+#: A nick's stored say ids are trimmed to the window every this many ids, not at each one.
+SAID_TRIM_EVERY: Final = 16
+
+
 class SqliteStore:
     durable = True
 
@@ -181,6 +185,8 @@ class SqliteStore:
             self.epoch = str(row[0])
         self._dirty = False
         self._seqs: dict[str, int] = {}
+        #: Last ``said.n`` of each nick registered now (saves a query per say).
+        self._said_last: dict[str, int] = {}
         self._db.execute("BEGIN")
 
     def room_state(self, room: str) -> tuple[int, str] | None:
@@ -243,19 +249,26 @@ class SqliteStore:
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
-        row = self._db.execute("SELECT MAX(n) FROM said WHERE nick=?", (nick_key,)).fetchone()
-        n = (row[0] or 0) + 1
+        last = self._said_last.get(nick_key)
+        if last is None:
+            row = self._db.execute("SELECT MAX(n) FROM said WHERE nick=?", (nick_key,)).fetchone()
+            last = int(row[0] or 0)
+        n = self._said_last[nick_key] = last + 1
         self._db.execute("INSERT INTO said VALUES (?, ?, ?, ?, ?)", (nick_key, n, id, room, seq))
-        self._db.execute("DELETE FROM said WHERE nick=? AND n<=?", (nick_key, n - window))
+        if n % SAID_TRIM_EVERY == 0:
+            self._db.execute("DELETE FROM said WHERE nick=? AND n<=?", (nick_key, n - window))
         self._dirty = True
 
     def rename_said(self, old: str, new: str) -> None:
+        self._said_last.pop(old, None)
+        self._said_last.pop(new, None)
         for table in ("said", "said_left"):
             self._db.execute(f"DELETE FROM {table} WHERE nick=?", (new,))
         self._db.execute("UPDATE said SET nick=? WHERE nick=?", (new, old))
         self._dirty = True
 
     def release_said(self, nick_key: str, expires: float | None) -> None:
+        self._said_last.pop(nick_key, None)
         if expires is None:
             for table in ("said", "said_left"):
                 self._db.execute(f"DELETE FROM {table} WHERE nick=?", (nick_key,))
