@@ -70,7 +70,7 @@ def test_hello_rooms_are_canonical_and_deduplicated() -> None:
         ({"type": "say", "room": "lobby", "text": b"bytes"}, ErrorCode.BAD_ENVELOPE),
         ({"type": "say", "room": "lobby", "text": "x" * 4097}, ErrorCode.TOO_LARGE),
         ({"type": "say", "room": "lobby", "text": "hi", "action": 1}, ErrorCode.BAD_ENVELOPE),
-        ({"type": "say", "text": "hi"}, ErrorCode.BAD_ENVELOPE),
+        ({"type": "say", "text": "hi"}, ErrorCode.BAD_ROOM),
         ({"type": "history", "room": "lobby", "limit": 501}, ErrorCode.BAD_ENVELOPE),
         ({"type": "history", "room": "lobby", "after": -1}, ErrorCode.BAD_ENVELOPE),
         ({"type": "sync", "token": "no spaces"}, ErrorCode.BAD_ENVELOPE),

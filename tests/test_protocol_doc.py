@@ -30,6 +30,7 @@ from conftest import BrokerThread, recv_until
 from zchat.broker.core import BrokerCore
 from zchat.broker.state import MAX_ROSTER, BrokerConfig, Output, Reply
 from zchat.broker.store import MemoryStore
+from zchat.errors import ProtocolError
 from zchat.protocol import (
     MAX_FRAME,
     MAX_HISTORY_LIMIT,
@@ -115,6 +116,188 @@ def test_every_leave_reason_has_a_row(doc: str) -> None:
     rows = table_rows(section(doc, r"Leave reasons"))
     for reason in LeaveReason:
         assert any(row.startswith(f"| `{reason.value}` |") for row in rows), reason.value
+
+
+_ErrorCase = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _error_replies(config: BrokerConfig, steps: list[tuple[bytes, dict[str, Any]]]) -> list[Any]:
+    """Feed ``steps`` to a fresh core; every error reply, decoded, with its receiver."""
+    core = BrokerCore(config)
+    found = []
+    for n, (peer, env) in enumerate(steps):
+        for out in core.receive(peer, pack(env), float(n + 1)):
+            if isinstance(out, Reply):
+                reply = msgpack.unpackb(out.data)
+                if reply["type"] == "error":
+                    found.append((out.peer, reply))
+    return found
+
+
+def _error_case(code: str, ref: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Make the core send ``code``: (who receives it, the error), the last command carrying ``ref``
+    (``{"id": ...}`` or ``{}``)."""
+    a, b = b"peer-a", b"peer-b"
+    hello = {"type": "hello", "v": 1, "nick": "Ann", "rooms": ["lobby"]}
+    config = BrokerConfig(rate_limit=0)
+    steps: list[tuple[bytes, dict[str, Any]]]
+    if code == "bad_envelope":
+        steps = [(a, {"type": "nope", **ref})]
+    elif code == "bad_version":
+        steps = [(a, {**hello, "v": 2, **ref})]
+    elif code == "bad_nick":
+        steps = [(a, {**hello, "nick": "", **ref})]
+    elif code == "bad_room":
+        steps = [(a, {"type": "join", "room": "", **ref})]
+    elif code == "nick_taken":
+        steps = [(a, hello), (b, {**hello, **ref})]
+    elif code == "not_registered":
+        steps = [(a, {"type": "ping", **ref})]
+    elif code == "already_registered":
+        steps = [(a, hello), (a, {**hello, "nick": "Bea", **ref})]
+    elif code == "too_large":
+        steps = [(a, {"type": "topic", "room": "lobby", "text": "x" * (MAX_REASON + 1), **ref})]
+    elif code == "not_in_room":
+        steps = [(a, hello), (a, {"type": "say", "room": "den", "text": "x", **ref})]
+    elif code == "too_many_rooms":
+        rooms = [f"r{i}" for i in range(MAX_ROOMS_PER_HELLO + 1)]
+        steps = [(a, {**hello, "rooms": rooms, **ref})]
+    elif code == "no_such_nick":
+        steps = [(a, hello), (a, {"type": "dm", "to": "nobody", "text": "x", **ref})]
+    elif code == "rate_limited":
+        config = BrokerConfig(rate_limit=0.01, rate_burst=1)
+        steps = [(a, {**hello, "rooms": []}), (a, {"type": "stats"}), (a, {"type": "stats", **ref})]
+    elif code == "full":
+        config = BrokerConfig(rate_limit=0, max_clients=1)
+        steps = [(a, hello), (b, {**hello, "nick": "Bea", **ref})]
+    elif code == "replaced":
+        core = BrokerCore(BrokerConfig(rate_limit=0))
+        welcome = msgpack.unpackb(core.receive(a, pack(hello), 1.0)[-1].data)
+        outs = core.receive(b, pack({**hello, "resume": welcome["session"], **ref}), 2.0)
+        errors = [(o.peer, msgpack.unpackb(o.data)) for o in outs if isinstance(o, Reply)]
+        return next((p, e) for p, e in errors if e["type"] == "error")
+    else:
+        pytest.fail(f"no error case for {code}: add one")
+    errors = _error_replies(config, steps)
+    assert errors, f"{code}: no error sent"
+    peer, error = errors[-1]
+    assert error["code"] == code, (code, error)
+    return peer, error
+
+
+def _re_column(doc: str) -> dict[str, str]:
+    column = {}
+    for row in table_rows(section(doc, r"Error codes")):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[0].startswith("`"):
+            column[cells[0].strip("`")] = cells[-1]
+    return column
+
+
+def test_the_re_column_is_what_the_broker_does(doc: str) -> None:
+    column = _re_column(doc)
+    assert set(column) == {code.value for code in ErrorCode}
+    for code, says in column.items():
+        assert says in ("yes", "no"), f"{code}: re column must be yes or no, not {says!r}"
+        _, without = _error_case(code, {})
+        assert "re" not in without, (code, without)
+        _, with_id = _error_case(code, {"id": "e1"})
+        assert ("re" in with_id) == (says == "yes"), (code, with_id)
+        if says == "yes":
+            assert with_id["re"] == "e1"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"id": "m1"}, {"type": 5, "id": "m2"}, {"type": None, "id": "m3"}, {"type": b"x", "id": "m4"}],
+)
+def test_an_envelope_without_a_string_type_is_answered_with_its_id(env: dict[str, Any]) -> None:
+    errors = _error_replies(BrokerConfig(), [(b"peer", env)])
+    assert [(e["code"], e.get("re")) for _, e in errors] == [("bad_envelope", env["id"])]
+
+
+def test_rate_limited_cases_are_told_apart_by_field() -> None:
+    hello = {"type": "hello", "v": 1, "nick": "Ann", "rooms": []}
+    config = BrokerConfig(rate_limit=0.01, rate_burst=1, flood_threshold=3)
+    steps = [(b"a", hello)] + [(b"a", {"type": "stats", "id": f"s{i}"}) for i in range(10)]
+    errors = [e for _, e in _error_replies(config, steps)]
+    assert {e["code"] for e in errors} == {"rate_limited"}
+    assert [e.get("dropped", False) for e in errors] == [False] * (len(errors) - 1) + [True]
+    assert {e["scope"] for e in errors} == {"envelope"}
+    # bye and hello again at once: the session's bucket is empty.
+    steps = [(b"a", hello), (b"a", {"type": "stats"}), (b"a", {"type": "bye"}), (b"a", hello)]
+    (_, refused), *_ = _error_replies(BrokerConfig(rate_limit=0.01, rate_burst=1), steps)
+    assert (refused["code"], refused["scope"], "dropped" in refused) == (
+        "rate_limited",
+        "registration",
+        False,
+    )
+
+
+_VALID: dict[str, dict[str, Any]] = {
+    "hello": {"v": 1, "nick": "Ann", "rooms": ["lobby"]},
+    "say": {"room": "lobby", "text": "x"},
+    "sync": {"token": "t"},
+    "join": {"room": "r"},
+    "leave": {"room": "r"},
+    "who": {"room": "r"},
+    "topic": {"room": "r", "text": "t"},
+    "nick": {"nick": "N"},
+    "dm": {"to": "x", "text": "y"},
+    "history": {"room": "r"},
+}
+_NAME_CODES = {"room": "bad_room", "nick": "bad_nick", "to": "bad_nick", "v": "bad_version"}
+
+
+def _decode_error(env: dict[str, Any]) -> tuple[str, str] | None:
+    try:
+        decode_command(pack(env))
+    except ProtocolError as exc:
+        return exc.code, exc.reason
+    return None
+
+
+def test_nil_is_a_missing_field_and_names_keep_their_code() -> None:
+    """Section 2.3 rule 7."""
+    for kind, fields_ in _VALID.items():
+        assert _decode_error({"type": kind, **fields_}) is None
+        for key in fields_:
+            if (kind, key) == ("hello", "rooms"):
+                continue  # the documented exception
+            missing = _decode_error(
+                {"type": kind, **{k: v for k, v in fields_.items() if k != key}}
+            )
+            nil = _decode_error({"type": kind, **fields_, key: None})
+            assert nil == missing, (kind, key, nil, missing)
+            assert missing is not None
+            assert missing[0] == _NAME_CODES.get(key, "bad_envelope"), (kind, key, missing)
+
+
+def test_the_nesting_limit_is_the_documented_one(doc: str) -> None:
+    """Section 2.3 rule 9: the envelope map and 1023 nested arrays pass; one more does not."""
+    assert "at most 1024 nested containers" in doc
+
+    def nested(arrays: int) -> bytes:
+        return b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * (arrays - 1) + b"\x90"
+
+    assert isinstance(decode_command(nested(1023)), commands.Ping)
+    with pytest.raises(ProtocolError) as info:
+        decode_command(nested(1024))
+    assert info.value.code == "bad_envelope"
+
+
+def test_a_history_limit_above_the_kept_events_is_capped() -> None:
+    core = BrokerCore(BrokerConfig(rate_limit=0, history=5))
+    hello = {"type": "hello", "v": 1, "nick": "Ann", "rooms": ["lobby"], "id": "h"}
+    welcome = msgpack.unpackb(core.receive(b"a", pack(hello), 1.0)[-1].data)
+    assert welcome["limits"]["history"] == 5
+    for n in range(20):
+        core.receive(b"a", pack({"type": "say", "room": "lobby", "text": f"{n}"}), 2.0 + n)
+    env = {"type": "history", "room": "lobby", "limit": MAX_HISTORY_LIMIT, "id": "q"}
+    (out,) = core.receive(b"a", pack(env), 30.0)
+    assert isinstance(out, Reply)
+    reply = msgpack.unpackb(out.data)
+    assert (len(reply["events"]), reply["missing"]) == (5, 21 - 5)
 
 
 def _command_classes() -> dict[str, type[Any]]:

@@ -23,7 +23,7 @@ from zchat.logs import setup_logging
 from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
-from zchat.ui.render import error_line
+from zchat.ui.render import error_json, error_line
 from zchat.ui.stats import run_stats
 
 _T = TypeVar("_T")
@@ -204,6 +204,9 @@ def client(
         try:
             check_nick(nick)
         except ProtocolError as exc:
+            if json_mode:  # docs/cli-json.md: even this is a JSON object on stdout
+                typer.echo(error_json(exc))
+                raise typer.Exit(exit_code(exc)) from None
             raise ZchatError(f"bad nick {nick!r}: {exc.reason}") from None
         return ChatConfig(
             nick,

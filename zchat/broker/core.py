@@ -64,6 +64,7 @@ from zchat.protocol.names import (
     ErrorCode,
     LeaveReason,
     fold,
+    skeleton,
 )
 from zchat.protocol.wire import pack, sync_topic, unpack
 from zchat.ratelimit import TokenBucket
@@ -104,7 +105,9 @@ class BrokerCore:
         #: Off only to compare against the full path (tests/test_fastpath.py).
         self._fast_path = fast_path
         self._now = now
-        self.registry = Sessions(self.config)
+        self.registry = Sessions(self.config, self.store, now)
+        # Loads the confusables table (about 0.3 s) now rather than in the first hello.
+        skeleton("warm")
         rate = self.config.unregistered_rate
         self._unregistered_bucket = TokenBucket(rate, rate, now)
         self._handlers: dict[type, Callable[[Session, Any, float, list[Output]], None]] = {
@@ -237,9 +240,12 @@ class BrokerCore:
         sessions = self.registry.by_peer
         assert len(self.registry.by_nick) == len(sessions)
         assert set(self.registry.closing) <= set(sessions)
+        assert len(self.registry.by_skeleton) == len(sessions)
         for peer, session in sessions.items():
             assert session.peer == peer
             assert self.registry.by_nick[session.nick_key] is session
+            assert self.registry.by_skeleton[session.skeleton] is session
+            assert session.skeleton == skeleton(session.nick)
             assert len(session.rooms) <= self.config.max_rooms_per_session
             for name, room in session.rooms.items():
                 assert self.rooms.rooms[name] is room
@@ -294,17 +300,17 @@ class BrokerCore:
         if bucket.take(now):
             return True
         self.counters.errors[ErrorCode.RATE_LIMITED] += 1
+        rate = bucket.rate
         if bucket.penalty > self.config.flood_threshold:
-            flood = ErrorReply(ErrorCode.RATE_LIMITED, "dropped for flooding")
+            data = {"limit": rate, "scope": "envelope", "dropped": True}
+            flood = ErrorReply(ErrorCode.RATE_LIMITED, "dropped for flooding", data, ref)
             self._reply(session.peer, flood, out)
             self._drop(session, LeaveReason.FLOOD, None, now, out)
         elif bucket.penalty <= self.config.rate_burst:
             # Past that, the flooder is not reading its errors either: save the bytes.
-            rate = bucket.rate
             reason = f"more than {rate:g} envelopes per second"
-            self._reply(
-                session.peer, ErrorReply(ErrorCode.RATE_LIMITED, reason, {"limit": rate}, ref), out
-            )
+            data = {"limit": rate, "scope": "envelope"}
+            self._reply(session.peer, ErrorReply(ErrorCode.RATE_LIMITED, reason, data, ref), out)
         else:
             self.counters.drops["rate_limited"] += 1
         return False
@@ -354,7 +360,8 @@ class BrokerCore:
             )
             if not (same_owner or same_client):
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"{hello.nick} is in use")
-        elif len(self.registry) >= cfg.max_clients:
+        self._refuse_look_alike(hello.nick, nick_key, current, key)
+        if current is None and len(self.registry) >= cfg.max_clients:
             raise ProtocolError(ErrorCode.FULL, "the broker is full", limit=cfg.max_clients)
         ident = key if key is not None else peer
         bucket = current.bucket if current is not None else self.registry.old_bucket(ident)
@@ -365,7 +372,10 @@ class BrokerCore:
             cost = min(1 + len(hello.rooms), cfg.rate_burst)
             if bucket.tokens < cost:
                 raise ProtocolError(
-                    ErrorCode.RATE_LIMITED, "registering too often", limit=cfg.rate_limit
+                    ErrorCode.RATE_LIMITED,
+                    "registering too often",
+                    limit=cfg.rate_limit,
+                    scope="registration",
                 )
             bucket.tokens -= cost
         else:
@@ -379,12 +389,29 @@ class BrokerCore:
         session = Session(peer, hello.nick, key, self._new_token(), now, bucket)
         if key is not None and owner is None:
             self.store.set_owner(nick_key, key)
+            self.store.claim_skeleton(skeleton(hello.nick), hello.nick, key)
         self.registry.add(session, ident)
         self.counters.registrations += 1
         log.info("%s registered (rooms: %s)", session.nick, ", ".join(hello.rooms) or "none")
         for name in hello.rooms:
             self.rooms.enter(session, name, now, out)
         self._welcome(session, hello.id, out)
+
+    def _refuse_look_alike(
+        self, nick: str, nick_key: str, replacing: Session | None, key: str | None
+    ) -> None:
+        similar = self.registry.look_alike(nick, nick_key)
+        if similar is not None and similar is not replacing:
+            raise ProtocolError(
+                ErrorCode.NICK_TAKEN, f"{nick} looks like {similar.nick}", similar_to=similar.nick
+            )
+        owned = self.store.skeleton_owner(skeleton(nick))
+        if owned is not None and owned[1] != key and fold(owned[0]) != nick_key:
+            raise ProtocolError(
+                ErrorCode.NICK_TAKEN,
+                f"{nick} looks like {owned[0]}, which belongs to another key",
+                similar_to=owned[0],
+            )
 
     def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
         cfg = self.config
@@ -468,9 +495,7 @@ class BrokerCore:
         self.counters.messages += 1
         self.rooms.publish(room, message, out)
         if ref is not None:
-            session.recent[ref] = (room.name, room.seq)
-            if len(session.recent) > self.config.dedupe_window:
-                session.recent.popitem(last=False)
+            self.registry.remember(session, ref, room.name, room.seq)
 
     def _ping(self, session: Session, ping: Ping, now: float, out: list[Output]) -> None:
         self._reply(session.peer, Pong(ping.id), out)
@@ -513,6 +538,7 @@ class BrokerCore:
         holder = self.registry.by_nick.get(new_key)
         if holder is not None and holder is not session:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} is in use")
+        self._refuse_look_alike(nick.nick, new_key, session, session.key)
         owner = self.store.owner(new_key)
         if owner is not None and owner != session.key:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"{nick.nick} belongs to another key")
@@ -523,6 +549,7 @@ class BrokerCore:
         self.registry.rename(session, nick.nick, new_key)
         if session.key is not None and owner is None:
             self.store.set_owner(new_key, session.key)
+            self.store.claim_skeleton(skeleton(nick.nick), nick.nick, session.key)
         room: Room
         for room in session.rooms.values():
             event = NickChanged(old, nick.nick, now, room.name, room.seq + 1)

@@ -7,7 +7,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from zchat.broker.state import BrokerConfig, Session
-from zchat.protocol.names import LeaveReason
+from zchat.broker.store import Store
+from zchat.protocol.names import LeaveReason, skeleton
 from zchat.ratelimit import TokenBucket
 
 #: say id -> (room, seq) of what it published.
@@ -15,11 +16,16 @@ RecentIds = OrderedDict[str, tuple[str, int]]
 
 
 class Sessions:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, store: Store, now: float) -> None:
         self.config = config
+        self.store = store
+        # Whoever was registered when a durable broker stopped is not now.
+        store.release_all_said(now + config.dedupe_ttl)
         # Ordered by last activity, so expiry only looks at the front.
         self.by_peer: OrderedDict[bytes, Session] = OrderedDict()
         self.by_nick: dict[str, Session] = {}
+        #: Sessions by the skeleton of their nick (UTS #39), for refusing look-alikes.
+        self.by_skeleton: dict[str, Session] = {}
         #: Message ids of nicks that left without ``bye``, until they expire.
         self.orphan_ids: OrderedDict[str, tuple[float, RecentIds]] = OrderedDict()
         # Rate buckets of ended sessions, by key (or peer without CURVE), so that
@@ -73,6 +79,20 @@ class Sessions:
             if expires > now:
                 return
             self.orphan_ids.popitem(last=False)
+        self.store.expire_said(now)
+
+    def remember(self, session: Session, id: str, room: str, seq: int) -> None:
+        """``session`` published ``id`` as ``seq`` in ``room``: a resend is a duplicate."""
+        window = self.config.dedupe_window
+        session.recent[id] = (room, seq)
+        if len(session.recent) > window:
+            session.recent.popitem(last=False)
+        self.store.remember_said(session.nick_key, id, room, seq, window)
+
+    def look_alike(self, nick: str, nick_key: str) -> Session | None:
+        """The session of another nick that ``nick`` looks like, if any."""
+        holder = self.by_skeleton.get(skeleton(nick))
+        return holder if holder is not None and holder.nick_key != nick_key else None
 
     def old_bucket(self, ident: str | bytes) -> TokenBucket | None:
         return self.buckets.get(ident)
@@ -80,16 +100,26 @@ class Sessions:
     def add(self, session: Session, ident: str | bytes) -> None:
         self.buckets.pop(ident, None)
         orphan = self.orphan_ids.pop(session.nick_key, None)
+        stored = self.store.claim_said(session.nick_key)
         if orphan is not None:
             session.recent = orphan[1]
+        else:
+            session.recent.update((id, (room, seq)) for id, room, seq in stored)
+            while len(session.recent) > self.config.dedupe_window:
+                session.recent.popitem(last=False)
         self.by_peer[session.peer] = session
         self.by_nick[session.nick_key] = session
+        self.by_skeleton[session.skeleton] = session
 
     def rename(self, session: Session, nick: str, nick_key: str) -> None:
         del self.by_nick[session.nick_key]
+        del self.by_skeleton[session.skeleton]
+        self.store.rename_said(session.nick_key, nick_key)
         session.nick = nick
         session.nick_key = nick_key
+        session.skeleton = skeleton(nick)
         self.by_nick[nick_key] = session
+        self.by_skeleton[session.skeleton] = session
 
     def remove(self, session: Session, reason: LeaveReason, now: float) -> None:
         """Forget ``session``; keep its bucket, and its ids if it may come back and resend."""
@@ -97,6 +127,7 @@ class Sessions:
         del self.by_peer[session.peer]
         del self.by_nick[session.nick_key]
         self.closing.pop(session.peer, None)
+        del self.by_skeleton[session.skeleton]
         if cfg.rate_limit > 0:
             ident = session.key if session.key is not None else session.peer
             self.buckets[ident] = session.bucket
@@ -107,3 +138,6 @@ class Sessions:
             self.orphan_ids[session.nick_key] = (now + cfg.dedupe_ttl, session.recent)
             while len(self.orphan_ids) > cfg.max_clients:
                 self.orphan_ids.popitem(last=False)
+            self.store.release_said(session.nick_key, now + cfg.dedupe_ttl)
+        else:
+            self.store.release_said(session.nick_key, None)

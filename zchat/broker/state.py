@@ -15,6 +15,7 @@ from zchat.protocol.names import (
     MAX_ROOMS_PER_HELLO,
     MAX_TEXT,
     fold,
+    skeleton,
 )
 from zchat.protocol.wire import room_topic
 from zchat.ratelimit import TokenBucket
@@ -123,6 +124,7 @@ class Session:
         "recent",
         "resume",
         "rooms",
+        "skeleton",
     )
 
     def __init__(
@@ -131,6 +133,8 @@ class Session:
         self.peer = peer
         self.nick = nick
         self.nick_key = fold(nick)
+        #: The look-alike key: no two sessions with different nick keys share one.
+        self.skeleton = skeleton(nick)
         self.key = key
         self.resume = resume
         self.rooms: dict[str, Room] = {}

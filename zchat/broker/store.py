@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Store(Protocol):
@@ -40,7 +40,32 @@ class Store(Protocol):
 
     def set_owner(self, nick_key: str, key: str) -> None: ...
 
+    def skeleton_owner(self, skeleton: str) -> tuple[str, str] | None:
+        """(nick as claimed, key) of the owned nick with this look-alike skeleton."""
+
+    def claim_skeleton(self, skeleton: str, nick: str, key: str) -> None:
+        """Record the skeleton of a nick just claimed (the first claim of a skeleton stays)."""
+
     def flush(self) -> None: ...
+
+    # The ``say`` ids of each nick, for the dedupe window to outlive a restart. The broker
+    # keeps the ids it uses in memory; a durable store keeps a copy.
+
+    def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
+        """(id, room, seq) remembered for a nick now registered, oldest first; stops expiry."""
+
+    def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
+        """Remember one id, keeping the nick's last ``window``."""
+
+    def rename_said(self, old: str, new: str) -> None: ...
+
+    def release_said(self, nick_key: str, expires: float | None) -> None:
+        """The nick left: keep its ids until ``expires``, or forget them now (None)."""
+
+    def release_all_said(self, expires: float) -> None:
+        """At start, no nick is registered: the ids of all expire at ``expires``."""
+
+    def expire_said(self, now: float) -> None: ...
 
 
 class MemoryStore:
@@ -53,6 +78,7 @@ class MemoryStore:
         self._history = history
         self._events: dict[str, deque[tuple[int, bytes]]] = {}
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self._skeletons: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._max_owners = max_owners
 
     def room_state(self, room: str) -> tuple[int, str] | None:
@@ -84,7 +110,35 @@ class MemoryStore:
         while len(self._owners) > self._max_owners:
             self._owners.popitem(last=False)
 
+    def skeleton_owner(self, skeleton: str) -> tuple[str, str] | None:
+        return self._skeletons.get(skeleton)
+
+    def claim_skeleton(self, skeleton: str, nick: str, key: str) -> None:
+        self._skeletons.setdefault(skeleton, (nick, key))
+        while len(self._skeletons) > self._max_owners:
+            self._skeletons.popitem(last=False)
+
     def flush(self) -> None:
+        pass
+
+    # Lost on restart anyway: the broker's own tables are the only copy.
+
+    def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
+        return []
+
+    def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
+        pass
+
+    def rename_said(self, old: str, new: str) -> None:
+        pass
+
+    def release_said(self, nick_key: str, expires: float | None) -> None:
+        pass
+
+    def release_all_said(self, expires: float) -> None:
+        pass
+
+    def expire_said(self, now: float) -> None:
         pass
 
 
@@ -97,7 +151,19 @@ CREATE TABLE IF NOT EXISTS events (
     room TEXT NOT NULL, seq INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owner_skeletons (
+    skeleton TEXT PRIMARY KEY, nick TEXT NOT NULL, key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS said (
+    nick TEXT NOT NULL, n INTEGER NOT NULL, id TEXT NOT NULL, room TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (nick, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS said_left (nick TEXT PRIMARY KEY, expires REAL NOT NULL);
 """
+
+
+#: A nick's stored say ids are trimmed to the window every this many ids, not at each one.
+SAID_TRIM_EVERY: Final = 16
 
 
 class SqliteStore:
@@ -119,6 +185,8 @@ class SqliteStore:
             self.epoch = str(row[0])
         self._dirty = False
         self._seqs: dict[str, int] = {}
+        #: Last ``said.n`` of each nick registered now (saves a query per say).
+        self._said_last: dict[str, int] = {}
         self._db.execute("BEGIN")
 
     def room_state(self, room: str) -> tuple[int, str] | None:
@@ -159,6 +227,68 @@ class SqliteStore:
     def set_owner(self, nick_key: str, key: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
         self._dirty = True
+
+    def skeleton_owner(self, skeleton: str) -> tuple[str, str] | None:
+        row = self._db.execute(
+            "SELECT nick, key FROM owner_skeletons WHERE skeleton=?", (skeleton,)
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def claim_skeleton(self, skeleton: str, nick: str, key: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO owner_skeletons VALUES (?, ?, ?)", (skeleton, nick, key)
+        )
+        self._dirty = True
+
+    def claim_said(self, nick_key: str) -> list[tuple[str, str, int]]:
+        rows = self._db.execute(
+            "SELECT id, room, seq FROM said WHERE nick=? ORDER BY n", (nick_key,)
+        ).fetchall()
+        self._db.execute("DELETE FROM said_left WHERE nick=?", (nick_key,))
+        self._dirty = True
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def remember_said(self, nick_key: str, id: str, room: str, seq: int, window: int) -> None:
+        last = self._said_last.get(nick_key)
+        if last is None:
+            row = self._db.execute("SELECT MAX(n) FROM said WHERE nick=?", (nick_key,)).fetchone()
+            last = int(row[0] or 0)
+        n = self._said_last[nick_key] = last + 1
+        self._db.execute("INSERT INTO said VALUES (?, ?, ?, ?, ?)", (nick_key, n, id, room, seq))
+        if n % SAID_TRIM_EVERY == 0:
+            self._db.execute("DELETE FROM said WHERE nick=? AND n<=?", (nick_key, n - window))
+        self._dirty = True
+
+    def rename_said(self, old: str, new: str) -> None:
+        self._said_last.pop(old, None)
+        self._said_last.pop(new, None)
+        for table in ("said", "said_left"):
+            self._db.execute(f"DELETE FROM {table} WHERE nick=?", (new,))
+        self._db.execute("UPDATE said SET nick=? WHERE nick=?", (new, old))
+        self._dirty = True
+
+    def release_said(self, nick_key: str, expires: float | None) -> None:
+        self._said_last.pop(nick_key, None)
+        if expires is None:
+            for table in ("said", "said_left"):
+                self._db.execute(f"DELETE FROM {table} WHERE nick=?", (nick_key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO said_left VALUES (?, ?)", (nick_key, expires))
+        self._dirty = True
+
+    def release_all_said(self, expires: float) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO said_left SELECT DISTINCT nick, ? FROM said", (expires,)
+        )
+        self._dirty = True
+
+    def expire_said(self, now: float) -> None:
+        gone = self._db.execute(
+            "DELETE FROM said WHERE nick IN (SELECT nick FROM said_left WHERE expires<=?)", (now,)
+        ).rowcount
+        left = self._db.execute("DELETE FROM said_left WHERE expires<=?", (now,)).rowcount
+        if gone or left:
+            self._dirty = True
 
     def flush(self) -> None:
         """Commit the batch: room seqs, and history trimmed to the last ``history`` events."""

@@ -259,6 +259,12 @@ class Client(Link):
         except BaseException:
             self._forget_room(name)
             raise
+        if info.room != name:
+            # The broker's canonical name is the one it publishes on: take it, not ours.
+            self._forget_room(name)
+            state = self._take_room(info.room)
+            # What was published there before this subscription arrives comes as backlog.
+            await self._sync(asyncio.get_running_loop().time() + self.connect_timeout)
         await self._adopt_room(info, first=True)
         return state
 
@@ -325,6 +331,9 @@ class Client(Link):
         for name in list(self.rooms):
             if name not in infos:
                 self._forget_room(name)
+        taken = [self._take_room(name) for name in infos if name not in self._wanted_rooms]
+        if taken:
+            await self._sync(loop.time() + self.connect_timeout)
         if new_epoch:
             self._tracker.restart()  # seq started over with the broker
         for info in infos.values():
@@ -367,6 +376,13 @@ class Client(Link):
         except TimeoutError:
             self._apply(self._tracker.unavailable(fetch))
         self._apply(self._tracker.repaired(fetch))
+
+    def _take_room(self, name: str) -> RoomState:
+        """A room the broker named (canonical) that we did not: subscribe and hold it."""
+        assert self._sub is not None
+        self._wanted_rooms.append(name)
+        self._sub.setsockopt(zmq.SUBSCRIBE, room_topic(name))
+        return self._tracker.hold(name)
 
     def _forget_room(self, name: str) -> None:
         self._tracker.forget(name)

@@ -25,7 +25,7 @@ from zchat.protocol.names import (
     check_room,
     check_token,
 )
-from zchat.protocol.wire import unpack
+from zchat.protocol.wire import check_type, unpack_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +194,21 @@ def _text(env: dict[str, Any], text_limit: int) -> str:
     return text
 
 
+def _name(env: dict[str, Any], key: str, check: Callable[[object], str], code: ErrorCode) -> str:
+    # A name field answers with its own code whatever is wrong with it, and nil is
+    # absent, as in every other field.
+    value = env.get(key)
+    if value is None:
+        raise ProtocolError(code, f"missing field {key!r}")
+    return check(value)
+
+
 def _room(env: dict[str, Any]) -> str:
-    if "room" not in env:
-        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "missing field 'room'")
-    return check_room(env["room"])
+    return _name(env, "room", check_room, ErrorCode.BAD_ROOM)
+
+
+def _nick(env: dict[str, Any], key: str) -> str:
+    return _name(env, key, check_nick, ErrorCode.BAD_NICK)
 
 
 def _hello(env: dict[str, Any], text_limit: int) -> Hello:
@@ -210,9 +221,7 @@ def _hello(env: dict[str, Any], text_limit: int) -> Hello:
         raise ProtocolError(
             ErrorCode.BAD_VERSION, f"version {version} is not supported", supported=[VERSION]
         )
-    if "nick" not in env:
-        raise ProtocolError(ErrorCode.BAD_NICK, "missing field 'nick'")
-    nick = check_nick(env["nick"])
+    nick = _nick(env, "nick")
     raw_rooms = env.get("rooms", ["lobby"])
     if not isinstance(raw_rooms, list):
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "field 'rooms' must be an array")
@@ -254,8 +263,8 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     "leave": lambda e, lim: Leave(_room(e), _str(e, "reason", MAX_REASON, optional=True), _id(e)),
     "who": lambda e, lim: Who(_room(e), _id(e)),
     "topic": lambda e, lim: Topic(_room(e), _req_str(e, "text", MAX_REASON), _id(e)),
-    "nick": lambda e, lim: Nick(check_nick(e.get("nick")), _id(e)),
-    "dm": lambda e, lim: Dm(check_nick(e.get("to")), _text(e, lim), _bool(e, "action"), _id(e)),
+    "nick": lambda e, lim: Nick(_nick(e, "nick"), _id(e)),
+    "dm": lambda e, lim: Dm(_nick(e, "to"), _text(e, lim), _bool(e, "action"), _id(e)),
     "history": _history,
     "stats": lambda e, lim: Stats(_id(e)),
 }
@@ -263,11 +272,12 @@ _DECODERS: Final[dict[str, _Decoder]] = {
 
 def decode_command(frame: bytes, text_limit: int = MAX_TEXT) -> Command:
     """Decode and validate one client-to-broker frame."""
-    env = unpack(frame)
+    env = unpack_map(frame)
     try:
-        decoder = _DECODERS.get(env["type"])
+        kind = check_type(env)
+        decoder = _DECODERS.get(kind)
         if decoder is None:
-            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"unknown type {env['type'][:32]!r}")
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"unknown type {kind[:32]!r}")
         command: Command = decoder(env, text_limit)
     except ProtocolError as exc:
         # So the error can name the command it answers, when its id is sound.

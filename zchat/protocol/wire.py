@@ -23,11 +23,27 @@ SYNC_TOPIC_PREFIX: Final = "!"
 
 
 def unpack(frame: bytes, limit: int = MAX_FRAME, *, max_array: int = _MAX_ARRAY) -> dict[str, Any]:
-    """Decode one frame into an envelope map, or raise ``ProtocolError``.
+    """Decode one frame into an envelope map with a str ``type``, or raise ``ProtocolError``.
 
     The defaults fit what a peer may send the broker; a client reading the
     broker's replies passes ``MAX_REPLY_FRAME`` and ``MAX_REPLY_ARRAY``.
     """
+    env = unpack_map(frame, limit, max_array=max_array)
+    check_type(env)
+    return env
+
+
+def check_type(env: dict[str, Any]) -> str:
+    kind = env.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "missing string field 'type'")
+    return kind
+
+
+def unpack_map(
+    frame: bytes, limit: int = MAX_FRAME, *, max_array: int = _MAX_ARRAY
+) -> dict[str, Any]:
+    """Decode one frame into a map, its ``type`` unchecked (so its ``id`` can be read first)."""
     if len(frame) > limit:
         raise MessageTooLarge("frame", len(frame), limit)
     if not frame:
@@ -47,9 +63,6 @@ def unpack(frame: bytes, limit: int = MAX_FRAME, *, max_array: int = _MAX_ARRAY)
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"not msgpack: {type(exc).__name__}") from None
     if not isinstance(env, dict):
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "an envelope must be a map")
-    kind = env.get("type")
-    if not isinstance(kind, str):
-        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "missing string field 'type'")
     return env
 
 

@@ -12,7 +12,7 @@ from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
 from zchat.curve import CurveKeys
 from zchat.errors import EXIT_OK, ZchatError, exit_code
 from zchat.ui.linemode import LineMode
-from zchat.ui.render import error_line
+from zchat.ui.render import error_json, error_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,9 @@ def wants_tui(config: ChatConfig, streams: tuple[TextIO, ...] | None = None) -> 
     return on_terminal and not (config.plain or config.json_mode)
 
 
-async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
+async def run_chat(
+    config: ChatConfig, *, err: TextIO = sys.stderr, out: TextIO = sys.stdout
+) -> int:
     """Connect and chat until the person quits; returns the exit code."""
     tui = wants_tui(config)
     if tui:
@@ -55,7 +57,11 @@ async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
     try:
         await chat.connect()
     except ZchatError as exc:
-        err.write(error_line(exc) + "\n")
+        if config.json_mode:
+            out.write(error_json(exc) + "\n")
+            out.flush()
+        else:
+            err.write(error_line(exc) + "\n")
         return exit_code(exc)
     if tui:
         return await run_tui(chat)

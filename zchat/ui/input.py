@@ -3,13 +3,14 @@ that line mode and the terminal UI share, each showing the outcome its own way."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from zchat.client.client import Client
 from zchat.errors import BrokerError, ProtocolError, UsageError, ZchatError
 from zchat.protocol.events import DirectMessage
-from zchat.ui.render import clean
+from zchat.ui.render import clean, error_fields
 
 
 class InputError(UsageError):
@@ -105,8 +106,13 @@ class Frontend(Protocol):
     def current(self) -> str | None:
         """The room that chat goes to, if any."""
 
-    def show_info(self, text: str, *, error: bool = False) -> None:
-        """A local line for the person (``text`` is cleaned by the front end)."""
+    def show_info(
+        self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
+    ) -> None:
+        """A local line for the person (``text`` is cleaned by the front end).
+
+        ``data``: the same for a program (``what`` of an info, ``code`` of an error, ...).
+        """
 
     def show_reply(self, event: DirectMessage) -> None:
         """The broker's confirmation of our own ``/msg``."""
@@ -128,6 +134,9 @@ async def run_line(client: Client, front: Frontend, line: str) -> bool:
 
     Returns False once the person asked to quit.
     """
+    word = line.split(None, 1)[0] if line.strip() else ""
+    is_command = word.startswith("/") and not word.startswith("//")
+    command = ALIASES.get(word[1:].lower(), word[1:].lower()) if is_command else "say"
     try:
         parsed = parse_input(line)
         if parsed is None:
@@ -138,13 +147,17 @@ async def run_line(client: Client, front: Frontend, line: str) -> bool:
             await client.say(parsed.text, front.current, action=parsed.action)
             return True
         return await run_command(client, front, parsed)
-    except InputError as exc:
-        front.show_info(str(exc), error=True)
-    except (BrokerError, ProtocolError) as exc:
-        # ProtocolError: a room or nick refused before sending (too long, ...).
-        front.show_info(f"{clean(exc.code)}: {clean(exc.reason)}", error=True)
     except (ZchatError, TimeoutError) as exc:
-        front.show_info(str(exc) or "no answer from the broker", error=True)
+        data = {**error_fields(exc), "command": command}
+        if isinstance(exc, BrokerError | ProtocolError):
+            # ProtocolError: a room or nick refused before sending (too long, ...).
+            text = f"{clean(exc.code)}: {clean(exc.reason)}"
+            data["reason"] = exc.reason
+        elif isinstance(exc, InputError):
+            text = str(exc)
+        else:
+            text = str(exc) or "no answer from the broker"
+        front.show_info(text, error=True, data=data)
     return True
 
 
@@ -156,7 +169,7 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
         return False
     if cmd.name == "help":
         for text in help_text(args[0] if args else None):
-            front.show_info(text)
+            front.show_info(text, data={"what": "help"})
     elif cmd.name == "join":
         state = await client.join(args[0])
         await front.joined(state.name)
@@ -173,7 +186,9 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
         front.nick_changed()
     elif cmd.name == "who":
         info = await client.who(args[0] if args else front.current)
-        front.show_info(f"{info.room} ({info.count}): {', '.join(info.users)}")
+        fields = {k: v for k, v in info.to_wire().items() if k not in ("type", "re")}
+        text = f"{info.room} ({info.count}): {', '.join(info.users)}"
+        front.show_info(text, data={"what": "who", **fields})
     elif cmd.name == "topic":
         if args:
             if front.current is None:
@@ -182,5 +197,10 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
         else:
             current = client.rooms.get(front.current or "")
             topic = current.topic if current and current.topic else "(no topic)"
-            front.show_info(f"topic of {front.current or '?'}: {topic}")
+            data = {
+                "what": "topic",
+                "room": front.current,
+                "topic": current.topic if current else "",
+            }
+            front.show_info(f"topic of {front.current or '?'}: {topic}", data=data)
     return True

@@ -11,7 +11,8 @@ import asyncio
 import json
 import sys
 import threading
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from zchat.client.client import Client
 from zchat.client.events import ClientEvent
@@ -62,18 +63,27 @@ class LineMode:
         self._stop.set()
 
     def _write(self, line: str) -> None:
-        # In JSON mode stdout is for events only.
-        stream = sys.stderr if self.json_mode else self.out
-        stream.write(line + "\n")
-        stream.flush()
+        self.out.write(line + "\n")
+        self.out.flush()
 
-    def show_info(self, text: str, *, error: bool = False) -> None:
+    def _write_json(self, obj: Mapping[str, Any]) -> None:
+        self._write(json.dumps(obj, ensure_ascii=False))
+
+    def show_info(
+        self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
+    ) -> None:
+        if self.json_mode:
+            # docs/cli-json.md: an error keeps its text in ``reason``, an info in ``text``.
+            kind, key = ("error", "reason") if error else ("info", "text")
+            obj = {"type": kind, **(data or {})}
+            obj.setdefault(key, text)
+            self._write_json(obj)
+            return
         self._write(f"{'!!!' if error else '-!-'} {clean(text)}")
 
     def show_event(self, event: ClientEvent) -> None:
         if self.json_mode:
-            self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
-            self.out.flush()
+            self._write_json(event.to_json())
             return
         line = format_event(event, own_nick=self.client.nick, room=self.room)
         if line is not None:
@@ -84,7 +94,7 @@ class LineMode:
 
     async def joined(self, room: str) -> None:
         self.room = room
-        self.show_info(f"now talking in {room}")
+        self.show_info(f"now talking in {room}", data={"what": "joined", "room": room})
 
     async def left(self, room: str) -> None:
         if room == self.room:

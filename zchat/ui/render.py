@@ -7,14 +7,24 @@ UI never parses it as markup. :func:`format_event` is line mode's rendering.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import unicodedata
 import zlib
-from typing import Final
+from typing import Any, Final
 
 from zchat.client.events import ClientEvent, Missed, Status
-from zchat.errors import BrokerError, ProtocolError, ZchatError
+from zchat.errors import (
+    BrokerError,
+    ClosedError,
+    ConnectTimeout,
+    NoAnswer,
+    NotConnected,
+    ProtocolError,
+    UsageError,
+    ZchatError,
+)
 from zchat.protocol.events import (
     DirectMessage,
     ErrorReply,
@@ -126,6 +136,33 @@ def mention_spans(text: str, nick: str) -> list[tuple[int, int]]:
         return []
     pattern = re.compile(rf"(?<!\w){re.escape(nick)}(?!\w)", re.IGNORECASE)
     return [match.span() for match in pattern.finditer(text)]
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """The machine fields of an error: ``code`` (the broker's, or a local one) and its extras.
+
+    Local codes (docs/cli-json.md): ``bad_input``, ``no_broker``, ``not_connected``,
+    ``timeout``, ``closed``, ``failed``.
+    """
+    if isinstance(exc, BrokerError | ProtocolError):
+        return {"code": exc.code, **exc.data}
+    for kind, code in (
+        (UsageError, "bad_input"),
+        (ConnectTimeout | NoAnswer, "no_broker"),
+        (NotConnected, "not_connected"),
+        (TimeoutError, "timeout"),
+        (ClosedError, "closed"),
+    ):
+        if isinstance(exc, kind):
+            return {"code": code}
+    return {"code": "failed"}
+
+
+def error_json(exc: ZchatError) -> str:
+    """The JSON object (one line) of an error that ends ``zchat client --json``."""
+    reason = exc.reason if isinstance(exc, BrokerError | ProtocolError) else str(exc)
+    failure = {"type": "error", **error_fields(exc), "fatal": True, "reason": reason}
+    return json.dumps(failure, ensure_ascii=False)
 
 
 def error_line(exc: ZchatError) -> str:

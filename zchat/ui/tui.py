@@ -15,7 +15,8 @@ import contextlib
 import itertools
 import logging
 import signal
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -195,7 +196,9 @@ class ChatApp(App[int]):
             view.in_history = history
         log.add(line)
 
-    def show_info(self, text: str, *, error: bool = False) -> None:
+    def show_info(
+        self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
+    ) -> None:
         self._add(None, info_line(text, error=error))
 
     def _refresh_header(self) -> None:

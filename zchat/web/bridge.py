@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,8 +192,11 @@ class PageFront:
     quit_reason: str | None = None
     quitting: bool = False
 
-    def show_info(self, text: str, *, error: bool = False) -> None:
-        # No cleaning: the page puts every string in as text, never as markup.
+    def show_info(
+        self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
+    ) -> None:
+        # No cleaning: the page puts every string in as text, never as markup. The
+        # page shows the line itself; ``data`` is for programs (zchat client --json).
         self.outbox.append(info(text, failed=error))
 
     def show_reply(self, event: DirectMessage) -> None:
