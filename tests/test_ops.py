@@ -18,8 +18,10 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from zchat import Client, Message
+from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER
 from zchat.broker.core import BrokerCore
 from zchat.broker.metrics import Metrics
+from zchat.broker.serve import beyond_loopback
 from zchat.client.probe import Probe
 from zchat.errors import NoAnswer
 from zchat.logs import JsonFormatter
@@ -243,3 +245,39 @@ def test_unknown_log_format_is_a_usage_error(zchat_proc: Callable[..., ZchatProc
     broker = zchat_proc("broker", "--log-format", "xml")
     assert broker.wait() == 2
     wait_for_line(broker.stderr_lines, "unknown log format 'xml'")
+
+
+# ---------------------------------------------------------------- where it listens
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "exposed"),
+    [
+        ("tcp://127.0.0.1:5555", False),
+        ("tcp://127.0.0.2:5555", False),
+        ("tcp://localhost:5555", False),
+        ("tcp://[::1]:5555", False),
+        ("ipc:///tmp/zchat", False),
+        ("tcp://0.0.0.0:5555", True),
+        ("tcp://[::]:5555", True),
+        ("tcp://192.168.1.4:5555", True),
+        ("tcp://eth0:5555", True),
+    ],
+)
+def test_beyond_loopback(endpoint: str, exposed: bool) -> None:
+    assert beyond_loopback(endpoint) is exposed
+
+
+def test_broker_defaults_to_loopback() -> None:
+    assert DEFAULT_ROUTER == "tcp://127.0.0.1:5555"
+    assert DEFAULT_PUB == "tcp://127.0.0.1:5556"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_broker_warns_when_listening_beyond_loopback_in_the_clear(
+    zchat_proc: Callable[..., ZchatProcess], host: str
+) -> None:
+    server = start_broker(zchat_proc, endpoints=(f"tcp://{host}:0", f"tcp://{host}:0"))
+    warned = any("beyond loopback without CURVE" in line for line in server.proc.stderr_lines)
+    # The warning is logged before the "listening" line the helper waited for.
+    assert warned is (host == "0.0.0.0")
