@@ -105,6 +105,11 @@ def test_collector_reads_the_core_snapshot() -> None:
     assert "zchat_sessions 1.0" in text
     assert "zchat_messages_total 1.0" in text
     assert 'zchat_errors_total{code="not_registered"} 1.0' in text
+    assert "zchat_health_checks_total 0.0" in text
+    core.receive(b"p3", pack({"type": "ping"}), 1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert "zchat_health_checks_total 1.0" in text
+    assert 'zchat_errors_total{code="not_registered"} 1.0' in text, "a health check is no error"
     assert "zchat_batch_seconds_count 1.0" in text
     assert 'zchat_batch_seconds_bucket{le="0.0005"} 1.0' in text
 
@@ -139,6 +144,21 @@ def test_probe_gets_stats_without_registering(broker: BrokerThread) -> None:
     assert "type" not in first
     assert "re" not in first
     assert "answered in" in pong.describe()
+
+
+def test_zchat_ping_is_a_health_check_not_an_error(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    for _ in range(2):
+        assert zchat_proc("ping", "--router", broker.router).wait() == 0
+    reading = zchat_proc("stats", "--router", broker.router, "--json")
+    assert reading.wait() == 0
+    snap = reading.expect_json()
+    assert snap["health_checks"] == 2
+    assert snap["errors"] == {}
+    table = zchat_proc("stats", "--router", broker.router)
+    assert table.wait() == 0
+    table.expect(r"health checks\s+│\s+2 ")
 
 
 def test_probe_without_broker_raises_no_answer(dead_endpoint: Callable[[], str]) -> None:

@@ -143,8 +143,8 @@ class BrokerCore:
                 return out
             ref = command.id if command is not None else exc.ref
             # An unregistered ping is a health check or a client probing a restarted
-            # broker: expected, so not worth a warning.
-            self._error(peer, session, exc, ref, now, out, quiet=isinstance(command, Ping))
+            # broker: expected, so neither an error nor worth a warning.
+            self._error(peer, session, exc, ref, now, out, health_check=isinstance(command, Ping))
         return out
 
     def tick(self, now: float) -> list[Output]:
@@ -194,6 +194,7 @@ class BrokerCore:
             "replies": c.replies,
             "registrations": c.registrations,
             "duplicates": c.duplicates,
+            "health_checks": c.health_checks,
             "errors": dict(c.errors),
             "drops": dict(c.drops),
             "leaves": dict(c.leaves),
@@ -236,13 +237,16 @@ class BrokerCore:
         now: float,
         out: list[Output],
         *,
-        quiet: bool = False,
+        health_check: bool = False,
     ) -> None:
-        self.counters.errors[exc.code] += 1
+        if health_check:
+            self.counters.health_checks += 1
+        else:
+            self.counters.errors[exc.code] += 1
         count = self.counters.errors[exc.code]
         # A flood of garbage must not become a flood of log lines: log the first
         # few of each code, then every power of two.
-        if quiet:
+        if health_check:
             log.debug("%s from peer %s: %s", exc.code, peer.hex()[:16], exc.reason)
         elif count <= 10 or count & (count - 1) == 0:
             who = session.nick if session is not None else f"peer {peer.hex()[:16]}"

@@ -86,6 +86,8 @@ class Counters:
     replies: int = 0
     registrations: int = 0
     duplicates: int = 0
+    #: Unregistered pings: health checks and clients probing a restarted broker.
+    health_checks: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
     leaves: Counter[str] = field(default_factory=Counter)

@@ -28,6 +28,7 @@ SCALARS: tuple[tuple[str, str], ...] = (
     ("replies", "replies"),
     ("registrations", "registrations"),
     ("duplicates", "duplicates dropped"),
+    ("health_checks", "health checks"),
 )
 #: Labelled counters: snapshot key, table heading.
 GROUPS: tuple[tuple[str, str], ...] = (
