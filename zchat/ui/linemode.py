@@ -11,11 +11,12 @@ import asyncio
 import json
 import sys
 import threading
+from collections import deque
 from typing import TextIO
 
 from zchat.client.client import Client
 from zchat.client.events import ClientEvent
-from zchat.protocol.events import DirectMessage
+from zchat.protocol.events import DirectMessage, NickChanged
 from zchat.ui.input import run_line
 from zchat.ui.render import clean, format_event
 
@@ -53,6 +54,9 @@ class LineMode:
         self.room: str | None = next(iter(client.rooms), None)
         self.quit_reason: str | None = None
         self._stop = asyncio.Event()
+        # One nick change arrives once per shared room (and once more as the reply to
+        # our own /nick), all with the same (old, new, ts): print it once.
+        self._nick_changes: deque[tuple[str, str, float]] = deque(maxlen=64)
 
     @property
     def current(self) -> str | None:
@@ -75,6 +79,11 @@ class LineMode:
             self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
             self.out.flush()
             return
+        if isinstance(event, NickChanged):
+            change = (event.old, event.new, event.ts)
+            if change in self._nick_changes:
+                return
+            self._nick_changes.append(change)
         line = format_event(event, own_nick=self.client.nick, room=self.room)
         if line is not None:
             self._write(line)
