@@ -26,3 +26,25 @@ def test_line_mode_prints_a_nick_change_once(
     robin.expect(r"<Bird> after")
     for proc in (watcher, robin):
         assert sum("now known as" in line for line in proc.seen) == 1, proc.seen
+
+
+def test_line_mode_labels_dms_and_query_talks_directly(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    batman = start_client(zchat_proc, broker, "Batman")
+    batman.expect(r"connected as Batman")
+    robin = start_client(zchat_proc, broker, "Robin")
+    robin.expect(r"connected as Robin")
+    batman.send("/msg Robin psst")
+    batman.expect(r"\d \[DM to Robin\] psst$")
+    robin.expect(r"\d \[DM from Batman\] psst$")
+    robin.send("/query Batman")
+    robin.expect(r"-!- talking to Batman directly")
+    robin.send("a secret")
+    batman.expect(r"\[DM from Robin\] a secret$")
+    robin.expect(r"\[DM to Batman\] a secret$")
+    robin.send("/query")
+    robin.expect(r"-!- talking in lobby")
+    robin.send("in public")
+    batman.expect(r"<Robin> in public$")
+    assert not any("a secret" in line and "DM" not in line for line in batman.seen)

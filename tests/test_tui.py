@@ -30,7 +30,7 @@ from zchat import (
 )
 from zchat.ui.lines import MENTION, event_line
 from zchat.ui.render import mention_spans, nick_colour
-from zchat.ui.tui import ChatApp
+from zchat.ui.tui import ChatApp, dm_key
 from zchat.ui.widgets import ChatInput, ChatLog
 
 SIZE = (110, 30)
@@ -210,7 +210,44 @@ async def test_msg_reaches_only_its_recipient(connect: Connect) -> None:
         assert not any(isinstance(e, DirectMessage) for e in seen), seen
         assert not any("swordfish" in repr(e) for e in seen), seen
         await bob.dm("Robin", "got it")
-        await until(pilot, lambda: shows(app, "*Bob* │ got it"), "the incoming DM")
+        bobs = dm_key("Bob")
+        await until(pilot, lambda: shows(app, "*Bob* │ got it", bobs), "the incoming DM")
+        assert shows(app, "→ *Bob*", bobs), "the conversation has both sides"
+        assert not shows(app, "got it"), "a DM is not room chat"
+
+
+async def test_dms_are_conversations_with_a_tab_each(connect: Connect) -> None:
+    bob = await connect("Bob")
+    carol = await connect("Carol")
+    app = ChatApp(await connect("Robin", "lobby", "dev"))
+    async with app.run_test(size=SIZE) as pilot:
+        bobs, carols = dm_key("Bob"), dm_key("Carol")
+        await bob.dm("Robin", "hi there")
+        await until(pilot, lambda: bobs in app.views, "Bob's tab")
+        assert app.views[bobs].unread == 1
+        assert app.views[bobs].tab.label.plain == "@Bob !1"
+        assert app.current == "lobby"
+        await type_line(pilot, "/join dev")
+        await until(pilot, lambda: app.current == "dev", "dev")
+        await carol.dm("Robin", "me too")
+        await until(pilot, lambda: carols in app.views, "Carol's tab")
+        assert app.views[bobs].unread == 1, "kept across room switches"
+        await type_line(pilot, "/query bob")
+        await until(pilot, lambda: app.current == bobs, "Bob's conversation open")
+        assert app.views[bobs].tab.label.plain == "@Bob"
+        assert shows(app, "hi there")
+        await type_line(pilot, "back at you")
+        reply = await wait_for(bob, DirectMessage, nick="Robin")
+        assert reply.text == "back at you"
+        await until(pilot, lambda: shows(app, "back at you"), "our side shown")
+        assert app.current == bobs
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: app.current == carols, "tabs cycle through conversations")
+        await type_line(pilot, "/msg Bob and another")
+        await until(pilot, lambda: shows(app, "and another", bobs), "/msg lands in its tab")
+        await type_line(pilot, "/query")
+        await until(pilot, lambda: carols not in app.views, "/query alone closes it")
+        assert app.current in {"lobby", "dev", bobs}
 
 
 async def test_room_switching_and_unread_markers(connect: Connect) -> None:

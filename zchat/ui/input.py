@@ -9,6 +9,7 @@ from typing import Final, Protocol
 from zchat.client.client import Client
 from zchat.errors import BrokerError, ProtocolError, UsageError, ZchatError
 from zchat.protocol.events import DirectMessage
+from zchat.protocol.names import check_nick
 from zchat.ui.render import clean
 
 
@@ -39,6 +40,7 @@ COMMANDS: Final[dict[str, tuple[str, str, int, int]]] = {
     "join": ("/join ROOM", "join a room (or switch to it)", 1, 1),
     "leave": ("/leave [ROOM] [reason]", "leave a room (default: the current one)", 0, 2),
     "msg": ("/msg NICK text", "send a direct message", 2, 2),
+    "query": ("/query [NICK]", "talk to NICK directly from now on; alone: back to the room", 0, 1),
     "me": ("/me action", "say an action: * nick waves", 1, 1),
     "nick": ("/nick NEW", "change your nick", 1, 1),
     "who": ("/who [ROOM]", "list who is in a room", 0, 1),
@@ -105,6 +107,13 @@ class Frontend(Protocol):
     def current(self) -> str | None:
         """The room that chat goes to, if any."""
 
+    @property
+    def current_dm(self) -> str | None:
+        """The nick that chat goes to as direct messages (``/query``), if any."""
+
+    async def talk_to(self, nick: str | None) -> None:
+        """``/query NICK``: talk to ``nick`` directly; None ends the conversation."""
+
     def show_info(self, text: str, *, error: bool = False) -> None:
         """A local line for the person (``text`` is cleaned by the front end)."""
 
@@ -133,6 +142,10 @@ async def run_line(client: Client, front: Frontend, line: str) -> bool:
         if parsed is None:
             return True
         if isinstance(parsed, Chat):
+            if front.current_dm is not None:
+                sent = await client.dm(front.current_dm, parsed.text, action=parsed.action)
+                front.show_reply(sent)
+                return True
             if front.current is None or front.current not in client.rooms:
                 raise InputError("not in a room: /join ROOM first")
             await client.say(parsed.text, front.current, action=parsed.action)
@@ -160,6 +173,12 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
     elif cmd.name == "join":
         state = await client.join(args[0])
         await front.joined(state.name)
+    elif cmd.name == "query":
+        if args:
+            check_nick(args[0])
+        await front.talk_to(args[0] if args else None)
+    elif cmd.name == "leave" and not args and front.current_dm is not None:
+        await front.talk_to(None)
     elif cmd.name == "leave":
         room = args[0] if args else front.current
         if room is None:
@@ -172,15 +191,20 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
         await client.change_nick(args[0])
         front.nick_changed()
     elif cmd.name == "who":
-        info = await client.who(args[0] if args else front.current)
+        info = await client.who(args[0] if args else _room(front))
         front.show_info(f"{info.room} ({info.count}): {', '.join(info.users)}")
     elif cmd.name == "topic":
         if args:
-            if front.current is None:
+            if _room(front) is None:
                 raise InputError("not in a room")
-            await client.set_topic(args[0], front.current)
+            await client.set_topic(args[0], _room(front))
         else:
-            current = client.rooms.get(front.current or "")
+            current = client.rooms.get(_room(front) or "")
             topic = current.topic if current and current.topic else "(no topic)"
-            front.show_info(f"topic of {front.current or '?'}: {topic}")
+            front.show_info(f"topic of {_room(front) or '?'}: {topic}")
     return True
+
+
+def _room(front: Frontend) -> str | None:
+    """The room a room command means: none while talking to a nick directly."""
+    return None if front.current_dm is not None else front.current

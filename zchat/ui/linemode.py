@@ -53,6 +53,7 @@ class LineMode:
         self.stdin = stdin
         self.room: str | None = next(iter(client.rooms), None)
         self.quit_reason: str | None = None
+        self.dm_to: str | None = None
         self._stop = asyncio.Event()
         # One nick change arrives once per shared room (and once more as the reply to
         # our own /nick), all with the same (old, new, ts): print it once.
@@ -61,6 +62,17 @@ class LineMode:
     @property
     def current(self) -> str | None:
         return self.room
+
+    @property
+    def current_dm(self) -> str | None:
+        return self.dm_to
+
+    async def talk_to(self, nick: str | None) -> None:
+        self.dm_to = nick
+        if nick is not None:
+            self.show_info(f"talking to {nick} directly; /query alone goes back to the room")
+        else:
+            self.show_info(f"talking in {self.room or '(no room)'}")
 
     def stop(self) -> None:
         self._stop.set()

@@ -34,6 +34,7 @@ from zchat.protocol.events import (
     NickChanged,
     RoomEvent,
 )
+from zchat.protocol.names import fold
 from zchat.ui.input import run_line
 from zchat.ui.lines import (
     MENTION,
@@ -48,7 +49,14 @@ from zchat.ui.lines import (
 from zchat.ui.render import clean, mention_spans
 from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
 
-__all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "event_line", "run_tui"]
+__all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "dm_key", "event_line", "run_tui"]
+
+
+def dm_key(nick: str) -> str:
+    """The view key of a conversation with ``nick``: a room name has no spaces, so
+    this never names a room."""
+    return f" @{fold(nick)}"
+
 
 # ---------------------------------------------------------------- the app
 
@@ -124,16 +132,22 @@ class ChatApp(App[int]):
 
     # ------------------------------------------------------------ views
 
-    async def _ensure_view(self, room: str) -> RoomView:
-        view = self.views.get(room)
+    def _new_view(self, key: str, dm: str | None = None) -> RoomView:
+        """The view of a room, or of a conversation with ``dm``; mounting starts now."""
+        view = self.views.get(key)
         if view is None:
             n = next(self._tab_ids)
-            view = RoomView(room, Tab(Text(clean(room)), id=f"room-{n}"), ChatLog(id=f"log-{n}"))
-            self.views[room] = view
+            label = Text(clean(key) if dm is None else f"@{clean(dm)}")
+            view = RoomView(key, Tab(label, id=f"room-{n}"), ChatLog(id=f"log-{n}"), dm=dm)
+            self.views[key] = view
             view.mounted = AwaitComplete(
                 self.query_one(Tabs).add_tab(view.tab),
                 self.query_one(ContentSwitcher).add_content(view.log),
             )
+        return view
+
+    async def _ensure_view(self, room: str, dm: str | None = None) -> RoomView:
+        view = self._new_view(room, dm)
         if view.mounted is not None and not view.mounted.is_done:
             await view.mounted
             if room == self.current:
@@ -173,10 +187,15 @@ class ChatApp(App[int]):
         self._refresh_header()
 
     def _relabel(self, view: RoomView) -> None:
-        label = Text(clean(view.name))
+        label = Text(clean(view.name) if view.dm is None else f"@{clean(view.dm)}")
         if view.unread:
             label.append(f" {'!' if view.mentioned else ''}{view.unread}", UNREAD)
         view.tab.label = label
+
+    @property
+    def current_dm(self) -> str | None:
+        view = self._current_view()
+        return view.dm if view is not None else None
 
     def _current_view(self) -> RoomView | None:
         return self.views.get(self.current) if self.current is not None else None
@@ -203,6 +222,9 @@ class ChatApp(App[int]):
         state = self.client.rooms.get(self.current) if self.current is not None else None
         if self.current is None:
             room.append("not in a room: /join ROOM", MUTED)
+        elif self.current_dm is not None:
+            room.append("direct messages with ", MUTED)
+            room.append(clean(self.current_dm), nick_style(self.current_dm))
         else:
             room.append(f"#{clean(self.current)}", "bold")
             room.append("  ")
@@ -219,6 +241,8 @@ class ChatApp(App[int]):
     def _refresh_users(self) -> None:
         state = self.client.rooms.get(self.current) if self.current is not None else None
         users = sorted(state.users, key=str.casefold) if state is not None else []
+        if self.current_dm is not None:
+            users = [self.client.nick, self.current_dm]
         text = Text()
         text.append(f"{len(users)} here\n", MUTED)
         for nick in users:
@@ -250,8 +274,9 @@ class ChatApp(App[int]):
         if isinstance(event, RoomEvent) and event.room is not None:
             await self._show_room_event(event, line)
             return
-        if isinstance(event, DirectMessage) and event.nick != self.client.nick:
-            self._remember_dm(event.nick)
+        if isinstance(event, DirectMessage):
+            self._show_dm(event, line)
+            return
         target = event.room if isinstance(event, Missed) and event.room in self.views else None
         if line is not None:
             self._add(target, line)
@@ -282,6 +307,24 @@ class ChatApp(App[int]):
         if isinstance(event, NickChanged):
             self._refresh_header()
 
+    def _show_dm(self, event: DirectMessage, line: Text | None) -> None:
+        """A DM goes to the conversation with the other person, opened if need be."""
+        outgoing = event.nick == self.client.nick and event.to != self.client.nick
+        peer = event.to if outgoing else event.nick
+        self._remember_dm(peer)
+        view = self._new_view(dm_key(peer), peer)
+        if line is None:
+            return
+        view.log.add(line)
+        if view.name != self.current:
+            if outgoing:
+                # Sent from elsewhere (/msg in a room): confirm it where it was typed.
+                self._add(None, line)
+            else:
+                view.unread += 1
+                view.mentioned = True  # a DM is for you, as a mention is
+                self._relabel(view)
+
     def _remember_dm(self, nick: str) -> None:
         if nick in self.dm_nicks:
             self.dm_nicks.remove(nick)
@@ -309,10 +352,15 @@ class ChatApp(App[int]):
     # The front end's side of zchat.ui.input.run_line.
 
     def show_reply(self, event: DirectMessage) -> None:
-        self._remember_dm(event.to)
-        line = event_line(event, self.client.nick)
-        if line is not None:
-            self._add(None, line)
+        self._show_dm(event, event_line(event, self.client.nick))
+
+    async def talk_to(self, nick: str | None) -> None:
+        if nick is not None:
+            key = dm_key(nick)
+            await self._ensure_view(key, self.views[key].dm if key in self.views else nick)
+            self._switch(key)
+        elif self.current_dm is not None and self.current is not None:
+            await self._drop_view(self.current)
 
     async def joined(self, room: str) -> None:
         await self._ensure_view(room)
