@@ -48,3 +48,21 @@ def test_line_mode_labels_dms_and_query_talks_directly(
     robin.send("in public")
     batman.expect(r"<Robin> in public$")
     assert not any("a secret" in line and "DM" not in line for line in batman.seen)
+
+
+def test_line_mode_list_shows_rooms_and_who_of_an_unknown_room_says_so(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    batman = start_client(zchat_proc, broker, "Batman", "--room", "lobby", "--room", "cave")
+    batman.expect(r"connected as Batman")
+    robin = start_client(zchat_proc, broker, "Robin")
+    robin.expect(r"connected as Robin")
+    batman.send("/topic Bat business")  # the current room is the first: lobby
+    batman.expect(r"set the topic of lobby")
+    robin.send("/list")
+    robin.expect(r"^-!- 2 rooms:$")
+    robin.expect(r"^-!-   lobby \(2\): Bat business$")
+    robin.expect(r"^-!-   cave \(1\)$")
+    robin.send("/who nosuchroom")
+    robin.expect(r"^-!- no room nosuchroom: nobody is in it")
+    assert not any("nosuchroom (0)" in line for line in robin.seen)

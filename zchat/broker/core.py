@@ -9,6 +9,7 @@ same way, as a conversation in memory.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import secrets
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from zchat.broker.rooms import Rooms
 from zchat.broker.sessions import Sessions
 from zchat.broker.state import (
+    MAX_LIST,
     BrokerConfig,
     Counters,
     Output,
@@ -36,6 +38,7 @@ from zchat.protocol.commands import (
     History,
     Join,
     Leave,
+    List,
     Nick,
     Ping,
     Say,
@@ -53,6 +56,8 @@ from zchat.protocol.events import (
     Message,
     NickChanged,
     Pong,
+    RoomList,
+    RoomSummary,
     StatsReply,
     SyncSeen,
     TopicSet,
@@ -106,6 +111,7 @@ class BrokerCore:
             Dm: self._dm,
             History: self._history,
             Stats: self._stats,
+            List: self._list,
             Hello: self._hello_again,
         }
 
@@ -480,6 +486,12 @@ class BrokerCore:
         )
         self.counters.replies += 1
         out.append(Reply(session.peer, data))
+
+    def _list(self, session: Session, command: List, now: float, out: list[Output]) -> None:
+        occupied = [r for r in self.rooms.rooms.values() if r.members]
+        busiest = heapq.nsmallest(MAX_LIST, occupied, key=lambda r: (-len(r.members), r.name))
+        rooms = tuple(RoomSummary(r.name, len(r.members), r.topic) for r in busiest)
+        self._reply(session.peer, RoomList(rooms, len(occupied), command.id), out)
 
     def _stats(self, session: Session, stats: Stats, now: float, out: list[Output]) -> None:
         self._reply(session.peer, StatsReply(self.snapshot(), stats.id), out)

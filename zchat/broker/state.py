@@ -21,6 +21,8 @@ from zchat.ratelimit import TokenBucket
 
 #: Roster names sent in a ``welcome`` or ``who``; ``count`` always has the total.
 MAX_ROSTER: int = 1000
+#: Most rooms in a ``list`` reply (the busiest): a bounded reply for any number of rooms.
+MAX_LIST: int = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from zchat.protocol.commands import (
     History,
     Join,
     Leave,
+    List,
     Nick,
     Ping,
     Say,
@@ -67,6 +68,7 @@ from zchat.protocol.events import (
     Reply,
     RoomEvent,
     RoomInfo,
+    RoomList,
     StatsReply,
     Welcome,
 )
@@ -279,6 +281,11 @@ class Client(Link):
 
     async def stats(self) -> StatsReply:
         return await self.request(Stats(), StatsReply)
+
+    async def list_rooms(self) -> RoomList:
+        """The occupied rooms, busiest first (at most the broker's limit; ``total`` says
+        how many in all)."""
+        return await self.request(List(), RoomList)
 
     async def history(
         self, room: str, *, after: int = 0, before: int | None = None, limit: int = 100

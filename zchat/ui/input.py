@@ -44,6 +44,7 @@ COMMANDS: Final[dict[str, tuple[str, str, int, int]]] = {
     "me": ("/me action", "say an action: * nick waves", 1, 1),
     "nick": ("/nick NEW", "change your nick", 1, 1),
     "who": ("/who [ROOM]", "list who is in a room", 0, 1),
+    "list": ("/list", "rooms with people in them, busiest first, and their topics", 0, 1),
     "topic": ("/topic [text]", "show or set the current room's topic", 0, 1),
     "quit": ("/quit [reason]", "leave the chat", 0, 1),
     "help": ("/help [command]", "list commands, or explain one", 0, 1),
@@ -192,7 +193,22 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
         front.nick_changed()
     elif cmd.name == "who":
         info = await client.who(args[0] if args else _room(front))
-        front.show_info(f"{info.room} ({info.count}): {', '.join(info.users)}")
+        if info.count == 0:
+            # The broker answers any name; an empty room is one nobody is in.
+            front.show_info(f"no room {info.room}: nobody is in it (/list shows the rooms)")
+        else:
+            front.show_info(f"{info.room} ({info.count}): {', '.join(info.users)}")
+    elif cmd.name == "list":
+        listing = await client.list_rooms()
+        shown = len(listing.rooms)
+        if not shown:
+            front.show_info("no rooms: nobody is in any")
+        more = f", the {shown} busiest shown" if listing.total > shown else ""
+        if shown:
+            front.show_info(f"{listing.total} rooms{more}:")
+        for entry in listing.rooms:
+            topic = f": {entry.topic}" if entry.topic else ""
+            front.show_info(f"  {entry.room} ({entry.count}){topic}")
     elif cmd.name == "topic":
         if args:
             if _room(front) is None:
