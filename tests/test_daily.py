@@ -4,8 +4,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from conftest import BrokerThread, ZchatProcess
 from helpers import start_client
+
+from zchat.protocol.events import Joined, Left, Message
+from zchat.ui.noise import CROWD, Joins, hidden
+
+
+@pytest.mark.parametrize(
+    ("joins", "history", "members", "shown"),
+    [
+        (Joins.AUTO, False, CROWD, True),
+        (Joins.AUTO, False, CROWD + 1, False),
+        (Joins.AUTO, True, 2, False),
+        (Joins.SHOW, True, CROWD + 1, True),
+        (Joins.HIDE, False, 2, False),
+    ],
+)
+def test_presence_lines_follow_the_setting(
+    joins: Joins, history: bool, members: int, shown: bool
+) -> None:
+    events = [
+        Joined("lobby", "Bob", 1.0, 1, history=history),
+        Left("lobby", "Bob", "quit", 1.0, 2, history=history),
+    ]
+    for event in events:
+        assert hidden(event, joins=joins, members=members, own_nick="Ann") is not shown
+    own = Joined("lobby", "ann", 1.0, 3, history=history)
+    assert not hidden(own, joins=joins, members=members, own_nick="Ann")
+    said = Message("lobby", "Bob", "hi", 1.0, 4, history=history)
+    assert not hidden(said, joins=joins, members=members, own_nick="Ann")
 
 
 def test_line_mode_prints_a_nick_change_once(
@@ -66,3 +95,22 @@ def test_line_mode_list_shows_rooms_and_who_of_an_unknown_room_says_so(
     robin.send("/who nosuchroom")
     robin.expect(r"^-!- no room nosuchroom: nobody is in it")
     assert not any("nosuchroom (0)" in line for line in robin.seen)
+
+
+def test_line_mode_backlog_keeps_the_conversation_not_the_joins(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    robin = start_client(zchat_proc, broker, "Robin")
+    robin.expect(r"connected as Robin")
+    batman = start_client(zchat_proc, broker, "Batman")
+    robin.expect(r"--> Batman joined lobby$")  # live, in a small room: shown
+    batman.send("hello")
+    robin.expect(r"<Batman> hello$")
+    quiet = start_client(zchat_proc, broker, "Alfred")
+    quiet.expect(r"\(history\) .*<Batman> hello$")
+    quiet.send("/who")  # a later line: the backlog is all in by now
+    quiet.expect(r"lobby \(3\)")
+    assert not any("(history) -->" in line for line in quiet.seen), quiet.seen
+    loud = start_client(zchat_proc, broker, "Lucius", "--joins", "show")
+    loud.expect(r"\(history\) --> Batman joined lobby$")
+    loud.expect(r"\(history\) .*<Batman> hello$")

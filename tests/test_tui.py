@@ -29,6 +29,7 @@ from zchat import (
     TopicSet,
 )
 from zchat.ui.lines import MENTION, event_line
+from zchat.ui.noise import Joins
 from zchat.ui.render import mention_spans, nick_colour
 from zchat.ui.tui import ChatApp, dm_key
 from zchat.ui.widgets import ChatInput, ChatLog
@@ -525,3 +526,16 @@ async def test_client_command_opens_the_tui_on_a_terminal(
             proc.kill()
             proc.wait(5)
         os.close(master)
+
+
+@pytest.mark.parametrize("joins", [Joins.AUTO, Joins.HIDE])
+async def test_presence_lines_can_be_hidden(connect: Connect, joins: Joins) -> None:
+    app = ChatApp(await connect("Robin"), joins=joins)
+    async with app.run_test(size=SIZE) as pilot:
+        bob = await connect("Bob")
+        await until(pilot, lambda: "Bob" in users(app), "Bob in the user list")
+        await bob.say("hi all")
+        await until(pilot, lambda: shows(app, "hi all"), "Bob's line")
+        joined = any("Bob joined" in line for line in lines(app))
+        # A room of two is no crowd: auto shows it live.
+        assert joined is (joins is Joins.AUTO)

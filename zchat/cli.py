@@ -26,6 +26,7 @@ from zchat.logs import setup_logging
 from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
+from zchat.ui.noise import CROWD, Joins
 from zchat.ui.render import error_line
 from zchat.ui.stats import run_stats
 
@@ -261,6 +262,14 @@ def client(
     backlog: Annotated[
         int, typer.Option(envvar="ZCHAT_BACKLOG", min=0, max=500, help="History shown on joining.")
     ] = 50,
+    joins: Annotated[
+        Joins,
+        typer.Option(
+            envvar="ZCHAT_JOINS",
+            help="Join and leave lines: show, hide, or auto (hidden in the backlog"
+            f" and in rooms of more than {CROWD} people).",
+        ),
+    ] = Joins.AUTO,
     log_level: LogLevelOpt = "warning",
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
@@ -282,6 +291,7 @@ def client(
             plain=plain,
             connect_timeout=connect_timeout,
             backlog=backlog,
+            joins=joins,
             curve=curve_keys(server_key, key),
         )
 

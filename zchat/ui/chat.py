@@ -12,6 +12,7 @@ from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
 from zchat.curve import CurveKeys
 from zchat.errors import EXIT_OK, ZchatError, exit_code
 from zchat.ui.linemode import LineMode
+from zchat.ui.noise import Joins
 from zchat.ui.render import error_line
 
 
@@ -26,6 +27,7 @@ class ChatConfig:
     plain: bool = False
     connect_timeout: float = 5.0
     backlog: int = 50
+    joins: Joins = Joins.AUTO
     curve: CurveKeys | None = field(default=None, repr=False)
 
 
@@ -57,8 +59,8 @@ async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
         err.write(error_line(exc) + "\n")
         return exit_code(exc)
     if tui:
-        return await run_tui(chat)
-    mode = LineMode(chat, json_mode=config.json_mode)
+        return await run_tui(chat, joins=config.joins)
+    mode = LineMode(chat, json_mode=config.json_mode, joins=config.joins)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, mode.stop)

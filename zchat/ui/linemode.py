@@ -18,6 +18,7 @@ from zchat.client.client import Client
 from zchat.client.events import ClientEvent
 from zchat.protocol.events import DirectMessage, NickChanged
 from zchat.ui.input import run_line
+from zchat.ui.noise import Joins, hidden
 from zchat.ui.render import clean, format_event
 
 
@@ -44,11 +45,13 @@ class LineMode:
         client: Client,
         *,
         json_mode: bool = False,
+        joins: Joins = Joins.AUTO,
         out: TextIO = sys.stdout,
         stdin: TextIO = sys.stdin,
     ) -> None:
         self.client = client
         self.json_mode = json_mode
+        self.joins = joins
         self.out = out
         self.stdin = stdin
         self.room: str | None = next(iter(client.rooms), None)
@@ -90,6 +93,10 @@ class LineMode:
         if self.json_mode:
             self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
             self.out.flush()
+            return
+        room = self.client.rooms.get(getattr(event, "room", None) or "")
+        members = len(room.users) if room is not None else 0
+        if hidden(event, joins=self.joins, members=members, own_nick=self.client.nick):
             return
         if isinstance(event, NickChanged):
             change = (event.old, event.new, event.ts)

@@ -46,6 +46,7 @@ from zchat.ui.lines import (
     nick_style,
     rule_line,
 )
+from zchat.ui.noise import Joins, hidden
 from zchat.ui.render import clean, mention_spans
 from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
 
@@ -93,9 +94,10 @@ class ChatApp(App[int]):
         Binding("pagedown", "page(1)", "Scroll down"),
     ]
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, joins: Joins = Joins.AUTO) -> None:
         super().__init__()
         self.client = client
+        self.joins = joins
         self.views: dict[str, RoomView] = {}
         #: Where local lines go when no room is open.
         self.home = ChatLog(id="log-home")
@@ -289,6 +291,10 @@ class ChatApp(App[int]):
                 return  # a late event of a room we left
             await self._ensure_view(room)
         view = self.views[room]
+        state = self.client.rooms.get(room)
+        members = len(state.users) if state is not None else 0
+        if hidden(event, joins=self.joins, members=members, own_nick=self.client.nick):
+            line = None
         if line is not None:
             self._add(room, line, history=event.history)
         if isinstance(event, Message) and not event.history and room != self.current:
@@ -431,9 +437,9 @@ class _LogToApp(logging.Handler):
             self._app.show_info(text, error=True)
 
 
-async def run_tui(client: Client) -> int:
+async def run_tui(client: Client, *, joins: Joins = Joins.AUTO) -> int:
     """Run the app on an already connected client; returns the exit code."""
-    app = ChatApp(client)
+    app = ChatApp(client, joins=joins)
     loop = asyncio.get_running_loop()
     root = logging.getLogger()
     saved = root.handlers[:]
