@@ -25,7 +25,7 @@ from zchat.ui.noise import CROWD, Joins, hidden
 def test_presence_lines_follow_the_setting(
     joins: Joins, history: bool, members: int, shown: bool
 ) -> None:
-    events = [
+    events: list[Joined | Left] = [
         Joined("lobby", "Bob", 1.0, 1, history=history),
         Left("lobby", "Bob", "quit", 1.0, 2, history=history),
     ]
