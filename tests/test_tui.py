@@ -539,3 +539,30 @@ async def test_presence_lines_can_be_hidden(connect: Connect, joins: Joins) -> N
         joined = any("Bob joined" in line for line in lines(app))
         # A room of two is no crowd: auto shows it live.
         assert joined is (joins is Joins.AUTO)
+
+
+async def test_narrow_terminal_collapses_the_sidebar_and_indents_wrapped_lines(
+    connect: Connect,
+) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=(60, 24)) as pilot:
+        sidebar = app.query_one("#sidebar")
+        await until(pilot, lambda: not sidebar.display, "the sidebar collapsed")
+        long = " ".join(f"word{n}" for n in range(30))
+        await bob.say(long)
+        await until(pilot, lambda: any("word29" in x for x in screen_lines(app)), "wrapped")
+        rendered = screen_lines(app)
+        first = next(i for i, x in enumerate(rendered) if "word0" in x)
+        last = next(i for i, x in enumerate(rendered) if "word29" in x)
+        assert last > first, "the message wraps"
+        text_column = rendered[first].index("word0")
+        assert text_column < 30, "the text keeps most of the width"
+        for row in rendered[first + 1 : last + 1]:
+            assert row[:text_column].strip() == "", f"not indented under the text: {row!r}"
+            assert row[text_column] != " ", row
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: sidebar.display, "Ctrl+B shows it again")
+        await pilot.resize_terminal(120, 30)
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: not sidebar.display, "and hides it, whatever the width")

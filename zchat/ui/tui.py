@@ -18,6 +18,7 @@ import signal
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.binding import Binding, BindingType
@@ -61,6 +62,9 @@ def dm_key(nick: str) -> str:
 
 # ---------------------------------------------------------------- the app
 
+#: Narrower than this, the user list gives its columns to the messages (Ctrl+B brings it back).
+NARROW = 80
+
 
 class ChatApp(App[int]):
     """A full-screen chat client for an already connected ``Client``."""
@@ -90,6 +94,7 @@ class ChatApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("ctrl+n", "switch(1)", "Next room", priority=True),
         Binding("ctrl+p", "switch(-1)", "Previous room", priority=True),
+        Binding("ctrl+b", "toggle_sidebar", "Users", priority=True),
         Binding("pageup", "page(-1)", "Scroll up"),
         Binding("pagedown", "page(1)", "Scroll down"),
     ]
@@ -107,6 +112,8 @@ class ChatApp(App[int]):
         self._tab_ids = itertools.count(1)
         self._lines: asyncio.Queue[str] = asyncio.Queue()
         self._quitting = False
+        #: Shown or hidden by Ctrl+B; None: by the width (hidden below NARROW).
+        self.sidebar_choice: bool | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -123,7 +130,19 @@ class ChatApp(App[int]):
         yield ChatInput(self._known_nicks, id="input", placeholder="Message, or /help for commands")
         yield Footer()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._place_sidebar(event.size.width)
+
+    def _place_sidebar(self, width: int) -> None:
+        show = self.sidebar_choice if self.sidebar_choice is not None else width >= NARROW
+        self.query_one(Sidebar).display = show
+
+    def action_toggle_sidebar(self) -> None:
+        self.sidebar_choice = not self.query_one(Sidebar).display
+        self._place_sidebar(self.size.width)
+
     async def on_mount(self) -> None:
+        self._place_sidebar(self.size.width)
         for name in list(self.client.rooms):
             await self._ensure_view(name)
         first = next(iter(self.views), None)
