@@ -13,7 +13,7 @@ from zchat.curve import CurveKeys
 from zchat.errors import EXIT_OK, ZchatError, exit_code
 from zchat.ui.linemode import LineMode
 from zchat.ui.noise import Joins
-from zchat.ui.render import error_line
+from zchat.ui.render import clean, error_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,13 @@ async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
         backlog=config.backlog,
         curve=config.curve,
     )
+    if tui:
+        # The full screen starts only once connected: until then, say what is going on.
+        err.write(
+            f"zchat: connecting to {clean(config.router)} as {clean(config.nick)}"
+            f" (up to {config.connect_timeout:g}s)...\n"
+        )
+        err.flush()
     try:
         await chat.connect()
     except ZchatError as exc:
