@@ -114,3 +114,38 @@ def test_line_mode_backlog_keeps_the_conversation_not_the_joins(
     loud = start_client(zchat_proc, broker, "Lucius", "--joins", "show")
     loud.expect(r"\(history\) --> Batman joined lobby$")
     loud.expect(r"\(history\) .*<Batman> hello$")
+
+
+def test_line_mode_ignore_and_away(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    robin = start_client(zchat_proc, broker, "Robin")
+    robin.expect(r"connected as Robin")
+    joker = start_client(zchat_proc, broker, "Joker")
+    joker.expect(r"connected as Joker")
+    alfred = start_client(zchat_proc, broker, "Alfred")
+    alfred.expect(r"connected as Alfred")
+    robin.send("/ignore joker")
+    robin.expect(r"-!- ignoring joker on this client")
+    joker.send("ha ha ha")
+    joker.send("/msg Robin boo")
+    alfred.send("after the joker")
+    robin.expect(r"<Alfred> after the joker$")
+    robin.send("/ignore")
+    robin.expect(r"-!- ignoring: joker$")
+    assert not any("ha ha" in line or "boo" in line for line in robin.seen), robin.seen
+    robin.send("/away patrolling")
+    robin.expect(r"-!- away: ")
+    alfred.send("/msg Robin dinner?")
+    alfred.expect(r"\[DM from Robin\] \(away\) patrolling$")
+    alfred.send("/msg Robin dinner??")
+    alfred.send("/msg Robin marker")
+    robin.expect(r"\[DM from Alfred\] marker$")
+    # Robin decides on an answer before showing the next event: "done" comes after any.
+    robin.send("/msg Alfred done")
+    alfred.expect(r"\[DM from Robin\] done$")
+    assert sum("(away)" in line for line in alfred.seen) == 1, "answered once per absence"
+    robin.send("/unignore Joker")
+    robin.expect(r"-!- showing Joker again")
+    joker.send("back in view")
+    robin.expect(r"<Joker> back in view$")

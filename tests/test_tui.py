@@ -30,6 +30,7 @@ from zchat import (
 )
 from zchat.ui.lines import MENTION, event_line
 from zchat.ui.noise import Joins
+from zchat.ui.personal import Notify, alert_sequence
 from zchat.ui.render import mention_spans, nick_colour
 from zchat.ui.tui import ChatApp, dm_key
 from zchat.ui.widgets import ChatInput, ChatLog
@@ -569,3 +570,58 @@ async def test_narrow_terminal_collapses_the_sidebar_and_indents_wrapped_lines(
         await pilot.resize_terminal(120, 30)
         await pilot.press("ctrl+b")
         await until(pilot, lambda: not sidebar.display, "and hides it, whatever the width")
+
+
+async def test_mentions_and_dms_ring_ignore_hides_and_away_answers(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bob = await connect("Bob")
+    carol = await connect("Carol")
+    app = ChatApp(await connect("Robin"))
+    rings: list[None] = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(None))
+    async with app.run_test(size=SIZE) as pilot:
+        await bob.say("hello all")
+        await until(pilot, lambda: shows(app, "hello all"), "a plain line")
+        assert rings == []
+        await bob.say("robin, look")
+        await until(pilot, lambda: len(rings) == 1, "a mention rings")
+        await bob.dm("Robin", "psst")
+        await until(pilot, lambda: len(rings) == 2, "a DM rings")
+        await type_line(pilot, "/ignore bob")
+        await until(pilot, lambda: shows(app, "ignoring bob on this client"), "ignoring")
+        await bob.say("robin? anyone?")
+        await carol.say("after bob")
+        await until(pilot, lambda: shows(app, "after bob"), "Carol's line")
+        assert not shows(app, "anyone?")
+        assert len(rings) == 2, "an ignored mention does not ring"
+        await type_line(pilot, "/away at lunch")
+        await until(pilot, lambda: app.personal.away == "at lunch", "away")
+        await carol.dm("Robin", "are you there?")
+        answer = await wait_for(carol, DirectMessage, nick="Robin")
+        assert answer.text == "(away) at lunch"
+        await carol.dm("Robin", "still?")
+        await carol.dm("Robin", "marker")
+        await until(pilot, lambda: shows(app, "marker", dm_key("Carol")), "Carol's marker")
+        # The answer is decided as each DM is shown: "done" follows any second one.
+        await type_line(pilot, "/msg Carol done")
+        seen = await everything_until(
+            carol, lambda e: isinstance(e, DirectMessage) and e.text == "done"
+        )
+        assert not any(isinstance(e, DirectMessage) and "(away)" in e.text for e in seen)
+        await type_line(pilot, "/away")
+        await until(pilot, lambda: app.personal.away is None, "back")
+
+
+def test_alert_sequences_are_inert() -> None:
+    evil = "x\x1b]0;pwned\x07y;z"
+    assert alert_sequence(Notify.NONE, "Bob", evil) == ""
+    assert alert_sequence(Notify.BELL, "Bob", evil) == "\a"
+    osc9 = alert_sequence(Notify.OSC9, "Bob", evil)
+    assert osc9.startswith("\x1b]9;Bob: ")
+    assert osc9.endswith("\x07\a")  # the terminator, then the bell
+    assert not {"\x1b", "\x07"} & set(osc9[len("\x1b]9;") : -2])
+    osc777 = alert_sequence(Notify.OSC777, "Bob;x", evil)
+    assert osc777.startswith("\x1b]777;notify;Bob,x;")
+    assert not {"\x1b", "\x07"} & set(osc777[len("\x1b]") : -2])
+    assert osc777.count(";") == 3

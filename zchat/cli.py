@@ -27,6 +27,7 @@ from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
 from zchat.ui.noise import CROWD, Joins
+from zchat.ui.personal import Notify
 from zchat.ui.render import error_line
 from zchat.ui.stats import run_stats
 
@@ -270,6 +271,14 @@ def client(
             f" and in rooms of more than {CROWD} people).",
         ),
     ] = Joins.AUTO,
+    notify: Annotated[
+        Notify,
+        typer.Option(
+            envvar="ZCHAT_NOTIFY",
+            help="A mention or a DM rings the bell; osc9 or osc777 adds a desktop"
+            " notification where the terminal supports it; none is silent.",
+        ),
+    ] = Notify.BELL,
     log_level: LogLevelOpt = "warning",
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
@@ -292,6 +301,7 @@ def client(
             connect_timeout=connect_timeout,
             backlog=backlog,
             joins=joins,
+            notify=notify,
             curve=curve_keys(server_key, key),
         )
 

@@ -13,6 +13,7 @@ from zchat.curve import CurveKeys
 from zchat.errors import EXIT_OK, ZchatError, exit_code
 from zchat.ui.linemode import LineMode
 from zchat.ui.noise import Joins
+from zchat.ui.personal import Notify, Personal
 from zchat.ui.render import clean, error_line
 
 
@@ -28,6 +29,7 @@ class ChatConfig:
     connect_timeout: float = 5.0
     backlog: int = 50
     joins: Joins = Joins.AUTO
+    notify: Notify = Notify.BELL
     curve: CurveKeys | None = field(default=None, repr=False)
 
 
@@ -66,8 +68,10 @@ async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
         err.write(error_line(exc) + "\n")
         return exit_code(exc)
     if tui:
-        return await run_tui(chat, joins=config.joins)
-    mode = LineMode(chat, json_mode=config.json_mode, joins=config.joins)
+        return await run_tui(chat, joins=config.joins, personal=Personal(config.notify))
+    mode = LineMode(
+        chat, json_mode=config.json_mode, joins=config.joins, personal=Personal(config.notify)
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, mode.stop)

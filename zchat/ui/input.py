@@ -10,6 +10,7 @@ from zchat.client.client import Client
 from zchat.errors import BrokerError, ProtocolError, UsageError, ZchatError
 from zchat.protocol.events import DirectMessage
 from zchat.protocol.names import check_nick
+from zchat.ui.personal import Personal
 from zchat.ui.render import clean
 
 
@@ -43,6 +44,9 @@ COMMANDS: Final[dict[str, tuple[str, str, int, int]]] = {
     "query": ("/query [NICK]", "talk to NICK directly from now on; alone: back to the room", 0, 1),
     "me": ("/me action", "say an action: * nick waves", 1, 1),
     "nick": ("/nick NEW", "change your nick", 1, 1),
+    "away": ("/away [text]", "away: DMs are answered with text, once each; alone: back", 0, 1),
+    "ignore": ("/ignore [NICK]", "hide NICK's messages on this client; alone: list", 0, 1),
+    "unignore": ("/unignore NICK", "show NICK's messages again", 1, 1),
     "who": ("/who [ROOM]", "list who is in a room", 0, 1),
     "list": ("/list", "rooms with people in them, busiest first, and their topics", 0, 1),
     "topic": ("/topic [text]", "show or set the current room's topic", 0, 1),
@@ -72,7 +76,7 @@ def parse_input(line: str) -> Input | None:
             raise InputError(f"usage: {usage}")
         return Chat(rest, action=True)
     args = tuple(rest.split(None, split - 1)) if rest else ()
-    if name == "topic" and rest:
+    if name in {"topic", "away"} and rest:
         args = (rest,)
     if len(args) < minimum:
         raise InputError(f"usage: {usage}")
@@ -131,6 +135,10 @@ class Frontend(Protocol):
         """``/quit``: leave the chat."""
 
     def nick_changed(self) -> None: ...
+
+    @property
+    def personal(self) -> Personal:
+        """Ignored nicks, away state and notification settings."""
 
 
 async def run_line(client: Client, front: Frontend, line: str) -> bool:
@@ -191,6 +199,25 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
     elif cmd.name == "nick":
         await client.change_nick(args[0])
         front.nick_changed()
+    elif cmd.name == "away":
+        front.personal.set_away(args[0] if args else None)
+        if args:
+            front.show_info(f"away: a DM is answered (away) {args[0]}; /away alone: back")
+        else:
+            front.show_info("back: no longer away")
+        front.nick_changed()
+    elif cmd.name == "ignore" and not args:
+        ignored = ", ".join(sorted(front.personal.ignored.values(), key=str.casefold))
+        front.show_info(f"ignoring: {ignored}" if ignored else "ignoring nobody")
+    elif cmd.name == "ignore":
+        check_nick(args[0])
+        if not front.personal.ignore(args[0]):
+            raise InputError("too many ignored nicks: /unignore some first")
+        front.show_info(f"ignoring {args[0]} on this client; /unignore {args[0]} undoes it")
+    elif cmd.name == "unignore":
+        if not front.personal.unignore(args[0]):
+            raise InputError(f"{args[0]} is not ignored")
+        front.show_info(f"showing {args[0]} again")
     elif cmd.name == "who":
         info = await client.who(args[0] if args else _room(front))
         if info.count == 0:

@@ -8,6 +8,7 @@ by a daemon thread because asyncio cannot read every kind of stdin (files,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -16,9 +17,11 @@ from typing import TextIO
 
 from zchat.client.client import Client
 from zchat.client.events import ClientEvent
+from zchat.errors import ZchatError
 from zchat.protocol.events import DirectMessage, NickChanged
 from zchat.ui.input import run_line
 from zchat.ui.noise import Joins, hidden
+from zchat.ui.personal import Personal, alert_sequence
 from zchat.ui.render import clean, format_event
 
 
@@ -46,12 +49,14 @@ class LineMode:
         *,
         json_mode: bool = False,
         joins: Joins = Joins.AUTO,
+        personal: Personal | None = None,
         out: TextIO = sys.stdout,
         stdin: TextIO = sys.stdin,
     ) -> None:
         self.client = client
         self.json_mode = json_mode
         self.joins = joins
+        self.personal = personal or Personal()
         self.out = out
         self.stdin = stdin
         self.room: str | None = next(iter(client.rooms), None)
@@ -124,6 +129,19 @@ class LineMode:
     def nick_changed(self) -> None:
         pass
 
+    async def _attend(self, event: ClientEvent) -> None:
+        """Ring for a mention or a DM (on a terminal only: never into a pipe), and
+        answer a DM while away."""
+        nick = self.client.nick
+        if not self.json_mode and self.personal.calls_for(event, nick) and self.out.isatty():
+            text = getattr(event, "text", "")
+            self.out.write(alert_sequence(self.personal.notify, getattr(event, "nick", ""), text))
+            self.out.flush()
+        answer = self.personal.auto_reply(event, nick)
+        if answer is not None and isinstance(event, DirectMessage):
+            with contextlib.suppress(ZchatError, TimeoutError):
+                self.show_reply(await self.client.dm(event.nick, answer))
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         lines = _stdin_lines(loop, self.stdin)
@@ -146,6 +164,9 @@ class LineMode:
 
     async def _print_events(self) -> None:
         async for event in self.client.events():
+            if self.personal.hides(event):
+                continue
             self.show_event(event)
+            await self._attend(event)
         # The client closed itself (replaced by another connection): nothing more to do.
         self.stop()

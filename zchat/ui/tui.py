@@ -48,6 +48,7 @@ from zchat.ui.lines import (
     rule_line,
 )
 from zchat.ui.noise import Joins, hidden
+from zchat.ui.personal import Personal, alert_sequence
 from zchat.ui.render import clean, mention_spans
 from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
 
@@ -99,10 +100,13 @@ class ChatApp(App[int]):
         Binding("pagedown", "page(1)", "Scroll down"),
     ]
 
-    def __init__(self, client: Client, *, joins: Joins = Joins.AUTO) -> None:
+    def __init__(
+        self, client: Client, *, joins: Joins = Joins.AUTO, personal: Personal | None = None
+    ) -> None:
         super().__init__()
         self.client = client
         self.joins = joins
+        self.personal = personal or Personal()
         self.views: dict[str, RoomView] = {}
         #: Where local lines go when no room is open.
         self.home = ChatLog(id="log-home")
@@ -257,6 +261,8 @@ class ChatApp(App[int]):
         right.append(f"{symbol} {words}", style)
         right.append(" as ", MUTED)
         right.append(clean(self.client.nick), nick_style(self.client.nick))
+        if self.personal.away is not None:
+            right.append(" (away)", MUTED)
         self.query_one("#header-state", Static).update(right)
 
     def _refresh_users(self) -> None:
@@ -288,6 +294,13 @@ class ChatApp(App[int]):
 
     async def show_event(self, event: ClientEvent) -> None:
         """Show one event from the client: in its room, or in the open one."""
+        if self.personal.hides(event):
+            return
+        if self.personal.calls_for(event, self.client.nick):
+            self.alert(getattr(event, "nick", ""), getattr(event, "text", ""))
+        answer = self.personal.auto_reply(event, self.client.nick)
+        if answer is not None and isinstance(event, DirectMessage):
+            self.run_worker(self._answer(event.nick, answer), group="away")
         line = event_line(event, self.client.nick)
         if isinstance(event, Status):
             self.state = event.state
@@ -349,6 +362,20 @@ class ChatApp(App[int]):
                 view.unread += 1
                 view.mentioned = True  # a DM is for you, as a mention is
                 self._relabel(view)
+
+    def alert(self, title: str, body: str) -> None:
+        """Get the person's attention: the bell, and a desktop notification if set."""
+        sequence = alert_sequence(self.personal.notify, title, body)
+        if not sequence:
+            return
+        self.bell()
+        driver = self._driver
+        if sequence != "\a" and driver is not None:
+            driver.write(sequence.removesuffix("\a"))
+
+    async def _answer(self, nick: str, text: str) -> None:
+        with contextlib.suppress(ZchatError, TimeoutError):
+            self.show_reply(await self.client.dm(nick, text))
 
     def _remember_dm(self, nick: str) -> None:
         if nick in self.dm_nicks:
@@ -456,9 +483,11 @@ class _LogToApp(logging.Handler):
             self._app.show_info(text, error=True)
 
 
-async def run_tui(client: Client, *, joins: Joins = Joins.AUTO) -> int:
+async def run_tui(
+    client: Client, *, joins: Joins = Joins.AUTO, personal: Personal | None = None
+) -> int:
     """Run the app on an already connected client; returns the exit code."""
-    app = ChatApp(client, joins=joins)
+    app = ChatApp(client, joins=joins, personal=personal)
     loop = asyncio.get_running_loop()
     root = logging.getLogger()
     saved = root.handlers[:]
