@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import BrokerThread, ZchatProcess
@@ -10,6 +11,7 @@ from helpers import start_client
 
 from zchat.protocol.events import Joined, Left, Message
 from zchat.ui.noise import CROWD, Joins, hidden
+from zchat.ui.transcript import log_file
 
 
 @pytest.mark.parametrize(
@@ -149,3 +151,38 @@ def test_line_mode_ignore_and_away(
     robin.expect(r"-!- showing Joker again")
     joker.send("back in view")
     robin.expect(r"<Joker> back in view$")
+
+
+def test_line_mode_search_and_room_logs(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    robin = start_client(zchat_proc, broker, "Robin", "--log-dir", str(logs))
+    robin.expect(r"connected as Robin")
+    batman = start_client(zchat_proc, broker, "Batman")
+    batman.expect(r"connected as Batman")
+    for text in ("the bat SIGNAL is on", "nothing to see", "signal again"):
+        batman.send(text)
+    robin.expect(r"<Batman> signal again$")
+    robin.send("/search signal")
+    robin.expect(r"^-!- 2 lines contain signal:$")
+    robin.expect(r"^-!-   \d\d:\d\d:\d\d <Batman> the bat SIGNAL is on$")
+    robin.expect(r"^-!-   \d\d:\d\d:\d\d <Batman> signal again$")
+    robin.send("/search batmobile")
+    robin.expect(r"^-!- no line here contains batmobile$")
+    written = (logs / "lobby.log").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 1)[1] for line in written if "<Batman>" in line] == [
+        "<Batman> the bat SIGNAL is on",
+        "<Batman> nothing to see",
+        "<Batman> signal again",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("room", "name"),
+    [("lobby", "lobby.log"), ("../etc", "%2E.%2Fetc.log"), ("a/b", "a%2Fb.log"), ("%", "%25.log")],
+)
+def test_room_log_files_stay_in_their_directory(tmp_path: Path, room: str, name: str) -> None:
+    path = log_file(tmp_path, room)
+    assert path.name == name
+    assert path.parent == tmp_path

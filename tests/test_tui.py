@@ -625,3 +625,21 @@ def test_alert_sequences_are_inert() -> None:
     assert osc777.startswith("\x1b]777;notify;Bob,x;")
     assert not {"\x1b", "\x07"} & set(osc777[len("\x1b]") : -2])
     assert osc777.count(";") == 3
+
+
+async def test_ctrl_f_searches_the_open_room(connect: Connect) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        for text in ("find the needle", "just hay", "another NEEDLE"):
+            await bob.say(text)
+        await until(pilot, lambda: shows(app, "another NEEDLE"), "Bob's lines")
+        await pilot.press("ctrl+f")
+        box = app.query_one(ChatInput)
+        assert box.value == "/search "
+        await type_line(pilot, "/search needle")
+        await until(pilot, lambda: shows(app, "2 lines contain needle:"), "the results")
+        header, first, second = lines(app)[-3:]
+        assert "2 lines contain needle:" in header
+        assert "find the needle" in first
+        assert "another NEEDLE" in second

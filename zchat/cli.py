@@ -279,6 +279,13 @@ def client(
             " notification where the terminal supports it; none is silent.",
         ),
     ] = Notify.BELL,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZCHAT_LOG_DIR",
+            help="Append each room's live lines to DIR/ROOM.log (made if need be).",
+        ),
+    ] = None,
     log_level: LogLevelOpt = "warning",
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
@@ -287,6 +294,11 @@ def client(
 
     def start() -> ChatConfig:
         setup_logging(log_level)
+        if log_dir is not None:
+            try:
+                log_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot use --log-dir {log_dir}: {exc.strerror}") from None
         try:
             check_nick(nick)
         except ProtocolError as exc:
@@ -302,6 +314,7 @@ def client(
             backlog=backlog,
             joins=joins,
             notify=notify,
+            log_dir=log_dir,
             curve=curve_keys(server_key, key),
         )
 

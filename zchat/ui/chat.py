@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
@@ -15,6 +16,7 @@ from zchat.ui.linemode import LineMode
 from zchat.ui.noise import Joins
 from zchat.ui.personal import Notify, Personal
 from zchat.ui.render import clean, error_line
+from zchat.ui.transcript import Transcript
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class ChatConfig:
     backlog: int = 50
     joins: Joins = Joins.AUTO
     notify: Notify = Notify.BELL
+    #: Where each room's live lines are appended (ROOM.log); None: nowhere.
+    log_dir: Path | None = None
     curve: CurveKeys | None = field(default=None, repr=False)
 
 
@@ -67,10 +71,17 @@ async def run_chat(config: ChatConfig, *, err: TextIO = sys.stderr) -> int:
     except ZchatError as exc:
         err.write(error_line(exc) + "\n")
         return exit_code(exc)
+    transcript = Transcript(config.log_dir) if config.log_dir is not None else None
     if tui:
-        return await run_tui(chat, joins=config.joins, personal=Personal(config.notify))
+        return await run_tui(
+            chat, joins=config.joins, personal=Personal(config.notify), transcript=transcript
+        )
     mode = LineMode(
-        chat, json_mode=config.json_mode, joins=config.joins, personal=Personal(config.notify)
+        chat,
+        json_mode=config.json_mode,
+        joins=config.joins,
+        personal=Personal(config.notify),
+        transcript=transcript,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

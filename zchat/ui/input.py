@@ -48,11 +48,15 @@ COMMANDS: Final[dict[str, tuple[str, str, int, int]]] = {
     "ignore": ("/ignore [NICK]", "hide NICK's messages on this client; alone: list", 0, 1),
     "unignore": ("/unignore NICK", "show NICK's messages again", 1, 1),
     "who": ("/who [ROOM]", "list who is in a room", 0, 1),
+    "search": ("/search TEXT", "lines of this room's scrollback with TEXT (Ctrl+F)", 1, 1),
     "list": ("/list", "rooms with people in them, busiest first, and their topics", 0, 1),
     "topic": ("/topic [text]", "show or set the current room's topic", 0, 1),
     "quit": ("/quit [reason]", "leave the chat", 0, 1),
     "help": ("/help [command]", "list commands, or explain one", 0, 1),
 }
+#: Most matching lines ``/search`` shows (the latest).
+SEARCH_SHOWN: Final = 20
+
 ALIASES: Final = {"part": "leave", "exit": "quit", "q": "quit", "j": "join"}
 
 
@@ -76,7 +80,7 @@ def parse_input(line: str) -> Input | None:
             raise InputError(f"usage: {usage}")
         return Chat(rest, action=True)
     args = tuple(rest.split(None, split - 1)) if rest else ()
-    if name in {"topic", "away"} and rest:
+    if name in {"topic", "away", "search"} and rest:
         args = (rest,)
     if len(args) < minimum:
         raise InputError(f"usage: {usage}")
@@ -139,6 +143,9 @@ class Frontend(Protocol):
     @property
     def personal(self) -> Personal:
         """Ignored nicks, away state and notification settings."""
+
+    def scrollback(self) -> list[str]:
+        """The lines shown in the open room (or conversation), oldest first."""
 
 
 async def run_line(client: Client, front: Frontend, line: str) -> bool:
@@ -218,6 +225,16 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
         if not front.personal.unignore(args[0]):
             raise InputError(f"{args[0]} is not ignored")
         front.show_info(f"showing {args[0]} again")
+    elif cmd.name == "search":
+        needle = args[0].casefold()
+        found = [line for line in front.scrollback() if needle in line.casefold()]
+        if not found:
+            front.show_info(f"no line here contains {args[0]}")
+        else:
+            last = f", the last {SEARCH_SHOWN}" if len(found) > SEARCH_SHOWN else ""
+            front.show_info(f"{len(found)} lines contain {args[0]}{last}:")
+            for line in found[-SEARCH_SHOWN:]:
+                front.show_info(f"  {line}")
     elif cmd.name == "who":
         info = await client.who(args[0] if args else _room(front))
         if info.count == 0:

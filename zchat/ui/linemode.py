@@ -20,9 +20,11 @@ from zchat.client.events import ClientEvent
 from zchat.errors import ZchatError
 from zchat.protocol.events import DirectMessage, NickChanged
 from zchat.ui.input import run_line
+from zchat.ui.lines import SCROLLBACK
 from zchat.ui.noise import Joins, hidden
 from zchat.ui.personal import Personal, alert_sequence
 from zchat.ui.render import clean, format_event
+from zchat.ui.transcript import Transcript
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, stream: TextIO) -> asyncio.Queue[str | None]:
@@ -50,6 +52,7 @@ class LineMode:
         json_mode: bool = False,
         joins: Joins = Joins.AUTO,
         personal: Personal | None = None,
+        transcript: Transcript | None = None,
         out: TextIO = sys.stdout,
         stdin: TextIO = sys.stdin,
     ) -> None:
@@ -57,6 +60,9 @@ class LineMode:
         self.json_mode = json_mode
         self.joins = joins
         self.personal = personal or Personal()
+        self.transcript = transcript
+        #: What was printed, per room ("" for the rest): what /search looks through.
+        self._scrollback: dict[str, deque[str]] = {}
         self.out = out
         self.stdin = stdin
         self.room: str | None = next(iter(client.rooms), None)
@@ -110,7 +116,16 @@ class LineMode:
             self._nick_changes.append(change)
         line = format_event(event, own_nick=self.client.nick, room=self.room)
         if line is not None:
+            self._keep(getattr(event, "room", None) or "", line)
             self._write(line)
+
+    def _keep(self, room: str, line: str) -> None:
+        if room not in self._scrollback and room and room not in self.client.rooms:
+            return  # a late event of a room we left
+        self._scrollback.setdefault(room, deque(maxlen=SCROLLBACK)).append(line)
+
+    def scrollback(self) -> list[str]:
+        return list(self._scrollback.get(self.room or "", ()))
 
     def show_reply(self, event: DirectMessage) -> None:
         self.show_event(event)
@@ -120,6 +135,7 @@ class LineMode:
         self.show_info(f"now talking in {room}")
 
     async def left(self, room: str) -> None:
+        self._scrollback.pop(room, None)
         if room == self.room:
             self.room = next((r for r in self.client.rooms if r != room), None)
 
@@ -166,6 +182,8 @@ class LineMode:
         async for event in self.client.events():
             if self.personal.hides(event):
                 continue
+            if self.transcript is not None:
+                self.transcript.write(event, self.client.nick)
             self.show_event(event)
             await self._attend(event)
         # The client closed itself (replaced by another connection): nothing more to do.

@@ -50,6 +50,7 @@ from zchat.ui.lines import (
 from zchat.ui.noise import Joins, hidden
 from zchat.ui.personal import Personal, alert_sequence
 from zchat.ui.render import clean, mention_spans
+from zchat.ui.transcript import Transcript
 from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
 
 __all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "dm_key", "event_line", "run_tui"]
@@ -96,15 +97,22 @@ class ChatApp(App[int]):
         Binding("ctrl+n", "switch(1)", "Next room", priority=True),
         Binding("ctrl+p", "switch(-1)", "Previous room", priority=True),
         Binding("ctrl+b", "toggle_sidebar", "Users", priority=True),
+        Binding("ctrl+f", "search", "Search", priority=True),
         Binding("pageup", "page(-1)", "Scroll up"),
         Binding("pagedown", "page(1)", "Scroll down"),
     ]
 
     def __init__(
-        self, client: Client, *, joins: Joins = Joins.AUTO, personal: Personal | None = None
+        self,
+        client: Client,
+        *,
+        joins: Joins = Joins.AUTO,
+        personal: Personal | None = None,
+        transcript: Transcript | None = None,
     ) -> None:
         super().__init__()
         self.client = client
+        self.transcript = transcript
         self.joins = joins
         self.personal = personal or Personal()
         self.views: dict[str, RoomView] = {}
@@ -140,6 +148,15 @@ class ChatApp(App[int]):
     def _place_sidebar(self, width: int) -> None:
         show = self.sidebar_choice if self.sidebar_choice is not None else width >= NARROW
         self.query_one(Sidebar).display = show
+
+    def action_search(self) -> None:
+        box = self.query_one(ChatInput)
+        box.value = "/search "
+        box.cursor_position = len(box.value)
+        box.focus()
+
+    def scrollback(self) -> list[str]:
+        return [line.plain for line in self.current_log.source]
 
     def action_toggle_sidebar(self) -> None:
         self.sidebar_choice = not self.query_one(Sidebar).display
@@ -296,6 +313,8 @@ class ChatApp(App[int]):
         """Show one event from the client: in its room, or in the open one."""
         if self.personal.hides(event):
             return
+        if self.transcript is not None:
+            self.transcript.write(event, self.client.nick)
         if self.personal.calls_for(event, self.client.nick):
             self.alert(getattr(event, "nick", ""), getattr(event, "text", ""))
         answer = self.personal.auto_reply(event, self.client.nick)
@@ -484,10 +503,14 @@ class _LogToApp(logging.Handler):
 
 
 async def run_tui(
-    client: Client, *, joins: Joins = Joins.AUTO, personal: Personal | None = None
+    client: Client,
+    *,
+    joins: Joins = Joins.AUTO,
+    personal: Personal | None = None,
+    transcript: Transcript | None = None,
 ) -> int:
     """Run the app on an already connected client; returns the exit code."""
-    app = ChatApp(client, joins=joins, personal=personal)
+    app = ChatApp(client, joins=joins, personal=personal, transcript=transcript)
     loop = asyncio.get_running_loop()
     root = logging.getLogger()
     saved = root.handlers[:]
