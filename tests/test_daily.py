@@ -186,3 +186,55 @@ def test_room_log_files_stay_in_their_directory(tmp_path: Path, room: str, name:
     path = log_file(tmp_path, room)
     assert path.name == name
     assert path.parent == tmp_path
+
+
+# ---------------------------------------------------------------- the config file
+
+
+def write_config(home: Path, text: str) -> dict[str, str]:
+    """A config.toml where platformdirs looks for it; the environment that finds it."""
+    (home / "zchat").mkdir(parents=True, exist_ok=True)
+    (home / "zchat" / "config.toml").write_text(text, encoding="utf-8")
+    return {"XDG_CONFIG_HOME": str(home)}
+
+
+def test_client_with_no_flags_uses_the_config_file(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    env = write_config(
+        tmp_path,
+        f'nick = "Robin"\nrooms = ["lobby", "cave"]\nserver = "here"\n'
+        f'[servers.here]\nrouter = "{broker.router}"\npub = "{broker.pub}"\n'
+        f'[servers.elsewhere]\nrouter = "tcp://127.0.0.1:1"\npub = "tcp://127.0.0.1:1"\n',
+    )
+    robin = zchat_proc("client", env=env)
+    robin.expect(r"connected as Robin")
+    robin.send("/who cave")
+    robin.expect(r"-!- cave \(1\): Robin")
+    # A variable overrides the file, and a flag overrides both.
+    other = zchat_proc("client", env={**env, "ZCHAT_NICK": "Nightwing"})
+    other.expect(r"connected as Nightwing")
+    flagged = zchat_proc("client", "--nick", "Oracle", env={**env, "ZCHAT_NICK": "Nightwing"})
+    flagged.expect(r"connected as Oracle")
+    assert zchat_proc("ping", env=env).wait() == 0
+    lost = zchat_proc("ping", "--timeout", "0.3", env={**env, "ZCHAT_SERVER": "elsewhere"})
+    assert lost.wait() == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("nick = ", "bad config file"),
+        ('nikc = "Robin"', "unknown setting nikc"),
+        ('server = "nowhere"', "no [servers.nowhere]"),
+        ("rooms = 3", "rooms must be a list"),
+    ],
+)
+def test_a_bad_config_file_is_one_clear_line(
+    zchat_proc: Callable[..., ZchatProcess], tmp_path: Path, text: str, says: str
+) -> None:
+    proc = zchat_proc("client", "--nick", "Robin", env=write_config(tmp_path, text))
+    assert proc.wait() == 2
+    assert len(proc.stderr_lines) == 1, proc.stderr_lines
+    assert says in proc.stderr_lines[0]
+    assert proc.stderr_lines[0].startswith("zchat: ")

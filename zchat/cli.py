@@ -26,6 +26,9 @@ from zchat.logs import setup_logging
 from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
+from zchat.ui.config import default_map
+from zchat.ui.config import default_path as default_config_path
+from zchat.ui.config import load as load_config
 from zchat.ui.noise import CROWD, Joins
 from zchat.ui.personal import Notify
 from zchat.ui.render import error_line
@@ -98,14 +101,33 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZCHAT_CONFIG",
+            help="Settings file (TOML); default: config.toml in the user's config"
+            " directory (~/.config/zchat). Flags and ZCHAT_* variables override it.",
+        ),
+    ] = None,
 ) -> None:
     """A chat broker and client on ZeroMQ."""
+
+    def read() -> dict[str, Any]:
+        return load_config(config or default_config_path(), required=config is not None)
+
+    settings = call(read)
+    group = ctx.command
+    assert isinstance(group, TyperGroup)
+    params = {name: {p.name or "" for p in cmd.params} for name, cmd in group.commands.items()}
+    # Subcommand contexts take their defaults from here: below flags and variables.
+    ctx.default_map = default_map(settings, params)
 
 
 RouterOpt = Annotated[
