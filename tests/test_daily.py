@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import BrokerThread, ZchatProcess
+from conftest import ROOT, BrokerThread, ZchatProcess
 from helpers import start_client
 
 from zchat.protocol.events import Joined, Left, Message
+from zchat.ui.config import load as load_config
 from zchat.ui.noise import CROWD, Joins, hidden
 from zchat.ui.transcript import log_file
 
@@ -238,3 +240,14 @@ def test_a_bad_config_file_is_one_clear_line(
     assert len(proc.stderr_lines) == 1, proc.stderr_lines
     assert says in proc.stderr_lines[0]
     assert proc.stderr_lines[0].startswith("zchat: ")
+
+
+def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"^```toml\n(.*?)^```$", readme, re.M | re.S)
+    path = tmp_path / "config.toml"
+    path.write_text(example, encoding="utf-8")
+    settings = load_config(path, required=True)
+    assert settings["nick"] == "Robin"
+    assert settings["router"] == "tcp://localhost:5555"
+    assert settings["log_dir"] == str(Path("~/zchat-logs").expanduser())
