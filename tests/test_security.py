@@ -642,3 +642,31 @@ async def test_oversized_frames_under_curve_cost_only_their_sender(
         await robin.say("unbothered")
         await wait_event(robin, type="msg", text="unbothered")
         assert broker.core.counters.errors["too_large"] == 1
+
+
+@pytest.mark.parametrize("command", ["ping", "stats"])
+def test_health_checks_say_why_a_curve_broker_refuses_them(
+    keys: Keys,
+    curve_broker: Callable[..., BrokerThread],
+    zchat_proc: Callable[..., ZchatProcess],
+    tmp_path: Path,
+    command: str,
+) -> None:
+    keys.pair("alice", allowed=True)  # before the broker reads its allow list
+    broker = curve_broker(keys.server(allow=True))
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}  # a fresh, unlisted own key
+    base = [command, "--router", broker.router, "--timeout", "1"]
+    server_key = ["--server-key", str(keys.broker.public)]
+    cases = [
+        # libzmq reports a plaintext peer as a protocol error or without detail.
+        ([], "--server-key"),
+        (server_key, "the broker refused our key"),
+    ]
+    for extra, cause in cases:
+        proc = zchat_proc(*base, *extra, env=env)
+        assert proc.wait() == 3
+        assert len(proc.stderr_lines) == 1, proc.stderr_lines
+        assert cause in proc.stderr_lines[0], proc.stderr_lines
+        assert "no broker answered" not in proc.stderr_lines[0]
+    alice = ["--key", str(keys.root / "keys" / "alice.key_secret")]
+    assert zchat_proc(*base, *server_key, *alice, env=env).wait() == 0
