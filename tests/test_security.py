@@ -670,3 +670,22 @@ def test_health_checks_say_why_a_curve_broker_refuses_them(
         assert "no broker answered" not in proc.stderr_lines[0]
     alice = ["--key", str(keys.root / "keys" / "alice.key_secret")]
     assert zchat_proc(*base, *server_key, *alice, env=env).wait() == 0
+
+
+def test_broker_counts_and_logs_refused_handshakes(
+    keys: Keys, zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    keys.pair("alice", allowed=True)
+    args = ["--secret-key", str(keys.broker.secret), "--allow", str(keys.allow)]
+    broker = start_broker(zchat_proc, *args)
+    server_key = ["--server-key", str(keys.broker.public)]
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}  # a fresh, unlisted own key
+    stranger = zchat_proc(
+        "ping", "--router", broker.router, "--timeout", "0.5", *server_key, env=env
+    )
+    assert stranger.wait() == 3
+    wait_for_line(broker.proc.stderr_lines, r"refused a CURVE handshake from 127\.0\.0\.1")
+    alice = ["--key", str(keys.root / "keys" / "alice.key_secret")]
+    reading = zchat_proc("stats", "--router", broker.router, "--json", *server_key, *alice)
+    assert reading.wait() == 0
+    assert reading.expect_json()["handshakes_refused"] >= 1

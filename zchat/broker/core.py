@@ -92,6 +92,9 @@ class BrokerCore:
         self.config = config or BrokerConfig()
         self.store: Store = store or MemoryStore(self.config.history)
         self.counters = Counters()
+        #: Counters kept outside the core (the ZAP handler's refusals), merged into
+        #: ``snapshot``; set by whoever runs the broker.
+        self.extra_stats: Callable[[], dict[str, int]] | None = None
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
         self._new_token = new_token
         self._now = now
@@ -204,6 +207,7 @@ class BrokerCore:
             "errors": dict(c.errors),
             "drops": dict(c.drops),
             "leaves": dict(c.leaves),
+            **(self.extra_stats() if self.extra_stats is not None else {}),
         }
 
     def check_invariants(self) -> None:

@@ -55,6 +55,9 @@ def serve(
                 " can read and send; add --secret-key (and --allow), or bind 127.0.0.1",
                 ", ".join(exposed),
             )
+        auth = server.auth
+        if auth is not None:
+            server.core.extra_stats = lambda: {"handshakes_refused": auth.refused}
         if curve is not None:
             log.info(
                 "CURVE on, public key %s; %s",

@@ -29,6 +29,7 @@ SCALARS: tuple[tuple[str, str], ...] = (
     ("registrations", "registrations"),
     ("duplicates", "duplicates dropped"),
     ("health_checks", "health checks"),
+    ("handshakes_refused", "handshakes refused"),
 )
 #: Labelled counters: snapshot key, table heading.
 GROUPS: tuple[tuple[str, str], ...] = (
