@@ -689,3 +689,17 @@ def test_broker_counts_and_logs_refused_handshakes(
     reading = zchat_proc("stats", "--router", broker.router, "--json", *server_key, *alice)
     assert reading.wait() == 0
     assert reading.expect_json()["handshakes_refused"] >= 1
+
+
+def test_a_plaintext_client_says_why_it_keeps_reconnecting(
+    keys: Keys, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    broker = start_broker(zchat_proc)
+    client = zchat_proc("client", "--nick", "Robin", "--router", broker.router, "--pub", broker.pub)
+    client.expect(r"connected as Robin")
+    broker.proc.signal(signal.SIGKILL)
+    broker.proc.wait()
+    # Back on the same endpoints, now with CURVE: the plaintext client cannot get in.
+    start_broker(zchat_proc, "--secret-key", str(keys.broker.secret), endpoints=broker.endpoints)
+    line = client.expect(r"still reconnecting: ", timeout=30)
+    assert "--server-key" in line

@@ -439,19 +439,29 @@ class Client(Link):
         self._emit(Status("reconnecting", f"{why}; registering again"))
         loop = asyncio.get_running_loop()
         wait = 0.5
+        told: str | None = None
         while not self._closed:
             # Start afresh, as the guide's Lazy Pirate does: whatever the old sockets
             # hold (a backlog for a session that is gone, a stalled pipe) goes with them.
             await self._stop_sockets()
-            self._start_sockets(self._new_dealer())
+            dealer = self._new_dealer()
+            # A broker back with other security refuses each handshake: say why, once.
+            watch = HandshakeWatch(dealer)
+            self._start_sockets(dealer)
             try:
                 await self._register(loop.time() + max(self.connect_timeout, 3 * self.heartbeat))
             except RegistrationError as exc:
                 self._emit(Status("refused", f"registration refused: {exc}"))
             except (ConnectTimeout, TimeoutError, ZchatError) as exc:
                 log.info("re-registration failed: %s", exc)
+                hint = watch.diagnose(curve=self._curve is not None)
+                if hint is not None and hint != told:
+                    told = hint
+                    self._emit(Status("reconnecting", f"still reconnecting: {hint}"))
             else:
                 self._emit(Status("registered", f"registered again as {self.nick}"))
                 return
+            finally:
+                watch.close()
             await asyncio.sleep(wait)
             wait = min(wait * 2, 5.0)
