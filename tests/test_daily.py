@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, BrokerThread, ZchatProcess
-from helpers import start_client
+from helpers import start_broker, start_client
 
 from zchat.protocol.events import Joined, Left, Message
 from zchat.ui.config import load as load_config
@@ -251,3 +251,12 @@ def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
     assert settings["nick"] == "Robin"
     assert settings["router"] == "tcp://localhost:5555"
     assert settings["log_dir"] == str(Path("~/zchat-logs").expanduser())
+
+
+def test_a_broken_config_file_does_not_stop_a_broker(
+    zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    env = write_config(tmp_path, "nick = ")
+    server = start_broker(zchat_proc, env=env)
+    assert zchat_proc("ping", "--router", server.router, env={}).wait() == 0
+    assert zchat_proc("ping", "--router", server.router, env=env).wait() == 2

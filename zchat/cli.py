@@ -26,7 +26,7 @@ from zchat.logs import setup_logging
 from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
-from zchat.ui.config import default_map
+from zchat.ui.config import SETTING_KEYS, default_map
 from zchat.ui.config import default_path as default_config_path
 from zchat.ui.config import load as load_config
 from zchat.ui.noise import CROWD, Joins
@@ -122,10 +122,14 @@ def main_options(
     def read() -> dict[str, Any]:
         return load_config(config or default_config_path(), required=config is not None)
 
-    settings = call(read)
     group = ctx.command
     assert isinstance(group, TyperGroup)
     params = {name: {p.name or "" for p in cmd.params} for name, cmd in group.commands.items()}
+    # Only commands with something to take from it read it: a broken file must
+    # not stop a broker.
+    if not default_map({k: None for k in SETTING_KEYS}, params).get(ctx.invoked_subcommand or ""):
+        return
+    settings = call(read)
     # Subcommand contexts take their defaults from here: below flags and variables.
     ctx.default_map = default_map(settings, params)
 

@@ -34,6 +34,9 @@ SERVER_KEYS: Final = frozenset({"router", "pub", "server_key", "key", "connect_t
 CLIENT_KEYS: Final = frozenset(
     {"nick", "rooms", "notify", "joins", "log_dir", "backlog", "plain", "log_level"}
 )
+SETTING_KEYS: Final = SERVER_KEYS | CLIENT_KEYS
+#: The commands that connect to a broker: the only ones the file configures.
+CONNECTING: Final = frozenset({"client", "bot", "ping", "stats"})
 PATHS: Final = frozenset({"server_key", "key", "log_dir"})
 #: Config key -> option (parameter) name where they differ.
 PARAM_OF: Final = {"rooms": "room"}
@@ -88,6 +91,8 @@ def default_map(settings: Mapping[str, Any], params: Mapping[str, set[str]]) -> 
     ``client`` only (a bot is not you)."""
     out: dict[str, Any] = {}
     for command, names in params.items():
+        if command not in CONNECTING:
+            continue  # the broker binds its endpoints: a client's server is not one
         keys = SERVER_KEYS | (CLIENT_KEYS if command == "client" else frozenset())
         mine = {PARAM_OF.get(k, k): v for k, v in settings.items() if k in keys}
         out[command] = {k: v for k, v in mine.items() if k in names}
