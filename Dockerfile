@@ -15,7 +15,12 @@ COPY pyproject.toml README.md ./
 COPY zchat ./zchat
 RUN pip install . \
     && rm -rf /src \
-    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin zchat
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin zchat \
+    && install -d -o zchat -g zchat /data
+
+# The broker's history (--db /data/chat.db in docker-compose.yml): a new named
+# volume copies this directory, owner included, so the broker can write it.
+VOLUME /data
 
 USER zchat
 WORKDIR /home/zchat

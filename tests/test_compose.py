@@ -21,6 +21,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
@@ -161,6 +162,23 @@ def test_compose_file_shape() -> None:
     assert environment(web)["ZCHAT_WEB_LISTEN"] == "0.0.0.0:8080"
 
 
+def test_broker_is_reachable_from_the_host_and_keeps_history() -> None:
+    spec = load()
+    broker = services(spec)["broker"]
+    env = environment(broker)
+    # The broker's own default is loopback: inside a container that reaches nobody.
+    for key in ("ZCHAT_ROUTER", "ZCHAT_PUB"):
+        found = ENDPOINT.fullmatch(env[key])
+        assert found is not None, env[key]
+        assert found.group(1) == "0.0.0.0", f"{key} must listen on every interface"
+        assert f"127.0.0.1:{found.group(2)}:{found.group(2)}" in broker["ports"]
+    db = env["ZCHAT_DB"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in broker["volumes"]}
+    folder = db.rpartition("/")[0]
+    assert folder in mounts, f"{db} is not on a volume"
+    assert mounts[folder] in spec["volumes"], "a named volume, kept across `down`"
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_accepts_the_file() -> None:
     result = subprocess.run(
@@ -178,16 +196,20 @@ def test_docker_compose_accepts_the_file() -> None:
 
 
 def test_default_services_hold_a_conversation(
-    zchat_proc: Callable[..., ZchatProcess], clean_env: None
+    zchat_proc: Callable[..., ZchatProcess], clean_env: None, tmp_path: Path
 ) -> None:
     spec = load()
     defaults = default_services(spec)
     local = Localiser(LOCAL_HOSTS | set(defaults))
     procs: dict[str, ZchatProcess] = {}
 
-    # The broker first, as its dependants wait for it to be healthy.
+    # The broker first, as its dependants wait for it to be healthy; its
+    # database goes where the volume would be.
     broker = defaults["broker"]
-    procs["broker"] = zchat_proc(*command(broker), env=local.env(broker, bind=True))
+    broker_env = local.env(broker, bind=True)
+    if "ZCHAT_DB" in broker_env:
+        broker_env["ZCHAT_DB"] = str(tmp_path / Path(broker_env["ZCHAT_DB"]).name)
+    procs["broker"] = zchat_proc(*command(broker), env=broker_env)
     router, pub = listening(procs["broker"])
     local.learn(environment(broker)["ZCHAT_ROUTER"], router)
     local.learn(environment(broker)["ZCHAT_PUB"], pub)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zchat.broker.core import BrokerCore
-from zchat.broker.state import BrokerConfig, Output, Publish, Reply
+from zchat.broker.state import MAX_LIST, BrokerConfig, Output, Publish, Reply
 from zchat.protocol import pack, split_pub_frame, unpack
 
 
@@ -595,3 +595,43 @@ def test_rate_limited_errors_carry_the_refused_id() -> None:
     conv.send(A, type="say", room="lobby", text="one", id="1")
     (reply,) = conv.send(A, type="say", room="lobby", text="two", id="2")
     assert (reply["code"], reply["re"]) == ("rate_limited", "2")
+
+
+def test_list_names_occupied_rooms_busiest_first_with_topics(conv: Conversation) -> None:
+    conv.hello(A, "Ann", rooms=["lobby", "dev"])
+    conv.hello(B, "Bea", rooms=["lobby"])
+    conv.send(A, type="topic", room="dev", text="code talk")
+    conv.send(B, type="join", room="empty")
+    conv.send(B, type="leave", room="empty")
+    (reply,) = conv.send(A, type="list", id="l")
+    assert reply == {
+        "type": "list",
+        "rooms": [
+            {"room": "lobby", "count": 2, "topic": ""},
+            {"room": "dev", "count": 1, "topic": "code talk"},
+        ],
+        "total": 2,
+        "re": "l",
+    }
+    (refused,) = conv.send(C, type="list")
+    assert refused["code"] == "not_registered"
+
+
+def test_list_is_bounded_and_says_how_many_there_are() -> None:
+    conv = Conversation(rate_limit=0, max_rooms_per_session=MAX_LIST + 6)
+    rooms = [f"r{n:03}" for n in range(MAX_LIST + 5)]
+    conv.hello(A, "Ann")
+    for room in rooms:
+        conv.send(A, type="join", room=room)
+    conv.hello(B, "Bea", rooms=["r050"])
+    (reply,) = conv.send(A, type="list")
+    assert reply["total"] == MAX_LIST + 6  # and lobby
+    assert len(reply["rooms"]) == MAX_LIST
+    assert reply["rooms"][0] == {"room": "r050", "count": 2, "topic": ""}
+
+
+def test_list_costs_a_rate_limit_token() -> None:
+    conv = Conversation(rate_limit=1, rate_burst=1)
+    conv.hello(A, "Ann")
+    assert conv.send(A, type="list")[0]["type"] == "list"
+    assert conv.send(A, type="list")[0]["code"] == "rate_limited"

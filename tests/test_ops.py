@@ -18,8 +18,10 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from zchat import Client, Message
+from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER
 from zchat.broker.core import BrokerCore
 from zchat.broker.metrics import Metrics
+from zchat.broker.serve import beyond_loopback
 from zchat.client.probe import Probe
 from zchat.errors import NoAnswer
 from zchat.logs import JsonFormatter
@@ -103,6 +105,11 @@ def test_collector_reads_the_core_snapshot() -> None:
     assert "zchat_sessions 1.0" in text
     assert "zchat_messages_total 1.0" in text
     assert 'zchat_errors_total{code="not_registered"} 1.0' in text
+    assert "zchat_health_checks_total 0.0" in text
+    core.receive(b"p3", pack({"type": "ping"}), 1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert "zchat_health_checks_total 1.0" in text
+    assert 'zchat_errors_total{code="not_registered"} 1.0' in text, "a health check is no error"
     assert "zchat_batch_seconds_count 1.0" in text
     assert 'zchat_batch_seconds_bucket{le="0.0005"} 1.0' in text
 
@@ -137,6 +144,21 @@ def test_probe_gets_stats_without_registering(broker: BrokerThread) -> None:
     assert "type" not in first
     assert "re" not in first
     assert "answered in" in pong.describe()
+
+
+def test_zchat_ping_is_a_health_check_not_an_error(
+    broker: BrokerThread, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    for _ in range(2):
+        assert zchat_proc("ping", "--router", broker.router).wait() == 0
+    reading = zchat_proc("stats", "--router", broker.router, "--json")
+    assert reading.wait() == 0
+    snap = reading.expect_json()
+    assert snap["health_checks"] == 2
+    assert snap["errors"] == {}
+    table = zchat_proc("stats", "--router", broker.router)
+    assert table.wait() == 0
+    table.expect(r"health checks\s+│\s+2 ")
 
 
 def test_probe_without_broker_raises_no_answer(dead_endpoint: Callable[[], str]) -> None:
@@ -243,3 +265,39 @@ def test_unknown_log_format_is_a_usage_error(zchat_proc: Callable[..., ZchatProc
     broker = zchat_proc("broker", "--log-format", "xml")
     assert broker.wait() == 2
     wait_for_line(broker.stderr_lines, "unknown log format 'xml'")
+
+
+# ---------------------------------------------------------------- where it listens
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "exposed"),
+    [
+        ("tcp://127.0.0.1:5555", False),
+        ("tcp://127.0.0.2:5555", False),
+        ("tcp://localhost:5555", False),
+        ("tcp://[::1]:5555", False),
+        ("ipc:///tmp/zchat", False),
+        ("tcp://0.0.0.0:5555", True),
+        ("tcp://[::]:5555", True),
+        ("tcp://192.168.1.4:5555", True),
+        ("tcp://eth0:5555", True),
+    ],
+)
+def test_beyond_loopback(endpoint: str, exposed: bool) -> None:
+    assert beyond_loopback(endpoint) is exposed
+
+
+def test_broker_defaults_to_loopback() -> None:
+    assert DEFAULT_ROUTER == "tcp://127.0.0.1:5555"
+    assert DEFAULT_PUB == "tcp://127.0.0.1:5556"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_broker_warns_when_listening_beyond_loopback_in_the_clear(
+    zchat_proc: Callable[..., ZchatProcess], host: str
+) -> None:
+    server = start_broker(zchat_proc, endpoints=(f"tcp://{host}:0", f"tcp://{host}:0"))
+    warned = any("beyond loopback without CURVE" in line for line in server.proc.stderr_lines)
+    # The warning is logged before the "listening" line the helper waited for.
+    assert warned is (host == "0.0.0.0")

@@ -337,6 +337,7 @@ def _conversation() -> Iterator[tuple[str, dict[str, Any]]]:
     outputs += send(a, type="nick", nick="Anna", id="10")
     outputs += send(a, type="dm", to="bea", text="psst", action=True, id="11")
     outputs += send(a, type="history", room="lobby", after=0, limit=5, id="12")
+    outputs += send(a, type="list", id="12b")
     outputs += send(a, type="say", room="nowhere", text="x", id="13")
     outputs += send(a, type="leave", room="den", reason="bye den", id="14")
     outputs += send(a, type="bye", reason="gone")
@@ -359,6 +360,9 @@ def test_every_reply_and_event_field_is_documented(doc: str) -> None:
         for key in env:
             if key != "type":
                 assert f"`{key}`" in text, f"{name} {label}: field {key} undocumented"
+        if name == "list":
+            for key in env["rooms"][0]:
+                assert f"`{key}`" in text, f"list reply rooms: {key} undocumented"
         if name == "welcome":
             for room_info in env["rooms"].values():
                 for key in room_info:
@@ -367,7 +371,10 @@ def test_every_reply_and_event_field_is_documented(doc: str) -> None:
                 assert f"| `{key}` |" in text, f"welcome limits: {key} undocumented"
     expected = {
         ("reply", t)
-        for t in ("welcome", "who", "history", "nick", "dm", "ack", "pong", "stats", "error")
+        for t in (
+            *("welcome", "who", "history", "nick", "dm", "ack", "pong", "stats", "error"),
+            "list",
+        )
     } | {("event", t) for t in ("msg", "join", "leave", "topic", "nick", "sync")}
     assert seen == expected, "the conversation no longer covers every envelope type"
 

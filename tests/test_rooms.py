@@ -315,7 +315,7 @@ def test_cli_slash_commands_in_line_mode(zchat_proc: Callable[..., ZchatProcess]
     batman.send("/who")
     batman.expect(r"-!- cave \(1\): Batman")
     batman.send("/msg Robin psst")
-    batman.expect(r"-> \*Robin\* psst$")
+    batman.expect(r"\[DM to Robin\] psst$")
     assert robin.expect_json(type="dm")["text"] == "psst"
     batman.send("/bogus")
     batman.expect(r"!!! unknown command /bogus")

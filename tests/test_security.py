@@ -642,3 +642,64 @@ async def test_oversized_frames_under_curve_cost_only_their_sender(
         await robin.say("unbothered")
         await wait_event(robin, type="msg", text="unbothered")
         assert broker.core.counters.errors["too_large"] == 1
+
+
+@pytest.mark.parametrize("command", ["ping", "stats"])
+def test_health_checks_say_why_a_curve_broker_refuses_them(
+    keys: Keys,
+    curve_broker: Callable[..., BrokerThread],
+    zchat_proc: Callable[..., ZchatProcess],
+    tmp_path: Path,
+    command: str,
+) -> None:
+    keys.pair("alice", allowed=True)  # before the broker reads its allow list
+    broker = curve_broker(keys.server(allow=True))
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}  # a fresh, unlisted own key
+    base = [command, "--router", broker.router, "--timeout", "1"]
+    server_key = ["--server-key", str(keys.broker.public)]
+    cases = [
+        # libzmq reports a plaintext peer as a protocol error or without detail.
+        ([], "--server-key"),
+        (server_key, "the broker refused our key"),
+    ]
+    for extra, cause in cases:
+        proc = zchat_proc(*base, *extra, env=env)
+        assert proc.wait() == 3
+        assert len(proc.stderr_lines) == 1, proc.stderr_lines
+        assert cause in proc.stderr_lines[0], proc.stderr_lines
+        assert "no broker answered" not in proc.stderr_lines[0]
+    alice = ["--key", str(keys.root / "keys" / "alice.key_secret")]
+    assert zchat_proc(*base, *server_key, *alice, env=env).wait() == 0
+
+
+def test_broker_counts_and_logs_refused_handshakes(
+    keys: Keys, zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    keys.pair("alice", allowed=True)
+    args = ["--secret-key", str(keys.broker.secret), "--allow", str(keys.allow)]
+    broker = start_broker(zchat_proc, *args)
+    server_key = ["--server-key", str(keys.broker.public)]
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}  # a fresh, unlisted own key
+    stranger = zchat_proc(
+        "ping", "--router", broker.router, "--timeout", "0.5", *server_key, env=env
+    )
+    assert stranger.wait() == 3
+    wait_for_line(broker.proc.stderr_lines, r"refused a CURVE handshake from 127\.0\.0\.1")
+    alice = ["--key", str(keys.root / "keys" / "alice.key_secret")]
+    reading = zchat_proc("stats", "--router", broker.router, "--json", *server_key, *alice)
+    assert reading.wait() == 0
+    assert reading.expect_json()["handshakes_refused"] >= 1
+
+
+def test_a_plaintext_client_says_why_it_keeps_reconnecting(
+    keys: Keys, zchat_proc: Callable[..., ZchatProcess]
+) -> None:
+    broker = start_broker(zchat_proc)
+    client = zchat_proc("client", "--nick", "Robin", "--router", broker.router, "--pub", broker.pub)
+    client.expect(r"connected as Robin")
+    broker.proc.signal(signal.SIGKILL)
+    broker.proc.wait()
+    # Back on the same endpoints, now with CURVE: the plaintext client cannot get in.
+    start_broker(zchat_proc, "--secret-key", str(keys.broker.secret), endpoints=broker.endpoints)
+    line = client.expect(r"still reconnecting: ", timeout=30)
+    assert "--server-key" in line

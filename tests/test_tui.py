@@ -29,8 +29,10 @@ from zchat import (
     TopicSet,
 )
 from zchat.ui.lines import MENTION, event_line
+from zchat.ui.noise import Joins
+from zchat.ui.personal import Notify, alert_sequence
 from zchat.ui.render import mention_spans, nick_colour
-from zchat.ui.tui import ChatApp
+from zchat.ui.tui import ChatApp, dm_key
 from zchat.ui.widgets import ChatInput, ChatLog
 
 SIZE = (110, 30)
@@ -210,7 +212,44 @@ async def test_msg_reaches_only_its_recipient(connect: Connect) -> None:
         assert not any(isinstance(e, DirectMessage) for e in seen), seen
         assert not any("swordfish" in repr(e) for e in seen), seen
         await bob.dm("Robin", "got it")
-        await until(pilot, lambda: shows(app, "*Bob* │ got it"), "the incoming DM")
+        bobs = dm_key("Bob")
+        await until(pilot, lambda: shows(app, "*Bob* │ got it", bobs), "the incoming DM")
+        assert shows(app, "→ *Bob*", bobs), "the conversation has both sides"
+        assert not shows(app, "got it"), "a DM is not room chat"
+
+
+async def test_dms_are_conversations_with_a_tab_each(connect: Connect) -> None:
+    bob = await connect("Bob")
+    carol = await connect("Carol")
+    app = ChatApp(await connect("Robin", "lobby", "dev"))
+    async with app.run_test(size=SIZE) as pilot:
+        bobs, carols = dm_key("Bob"), dm_key("Carol")
+        await bob.dm("Robin", "hi there")
+        await until(pilot, lambda: bobs in app.views, "Bob's tab")
+        assert app.views[bobs].unread == 1
+        assert app.views[bobs].tab.label.plain == "@Bob !1"
+        assert app.current == "lobby"
+        await type_line(pilot, "/join dev")
+        await until(pilot, lambda: app.current == "dev", "dev")
+        await carol.dm("Robin", "me too")
+        await until(pilot, lambda: carols in app.views, "Carol's tab")
+        assert app.views[bobs].unread == 1, "kept across room switches"
+        await type_line(pilot, "/query bob")
+        await until(pilot, lambda: app.current == bobs, "Bob's conversation open")
+        assert app.views[bobs].tab.label.plain == "@Bob"
+        assert shows(app, "hi there")
+        await type_line(pilot, "back at you")
+        reply = await wait_for(bob, DirectMessage, nick="Robin")
+        assert reply.text == "back at you"
+        await until(pilot, lambda: shows(app, "back at you"), "our side shown")
+        assert app.current == bobs
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: app.current == carols, "tabs cycle through conversations")
+        await type_line(pilot, "/msg Bob and another")
+        await until(pilot, lambda: shows(app, "and another", bobs), "/msg lands in its tab")
+        await type_line(pilot, "/query")
+        await until(pilot, lambda: carols not in app.views, "/query alone closes it")
+        assert app.current in {"lobby", "dev", bobs}
 
 
 async def test_room_switching_and_unread_markers(connect: Connect) -> None:
@@ -457,7 +496,10 @@ async def test_client_command_on_a_terminal_fails_in_one_line(
     os.close(master)
     text = bytes(seen).decode(errors="replace").strip()
     assert code == (1 if problem == "nick_taken" else 3)
-    assert len(text.splitlines()) == 1, text
+    connecting, failure = text.splitlines()
+    # Feedback at once, not a blank terminal until the timeout.
+    assert connecting == f"zchat: connecting to {router} as Bob (up to 1s)..."
+    text = failure
     assert text.startswith("zchat: ")
     assert ("nick_taken" if problem == "nick_taken" else "no broker") in text
     assert "\x1b" not in text  # the full screen never started
@@ -488,3 +530,116 @@ async def test_client_command_opens_the_tui_on_a_terminal(
             proc.kill()
             proc.wait(5)
         os.close(master)
+
+
+@pytest.mark.parametrize("joins", [Joins.AUTO, Joins.HIDE])
+async def test_presence_lines_can_be_hidden(connect: Connect, joins: Joins) -> None:
+    app = ChatApp(await connect("Robin"), joins=joins)
+    async with app.run_test(size=SIZE) as pilot:
+        bob = await connect("Bob")
+        await until(pilot, lambda: "Bob" in users(app), "Bob in the user list")
+        await bob.say("hi all")
+        await until(pilot, lambda: shows(app, "hi all"), "Bob's line")
+        joined = any("Bob joined" in line for line in lines(app))
+        # A room of two is no crowd: auto shows it live.
+        assert joined is (joins is Joins.AUTO)
+
+
+async def test_narrow_terminal_collapses_the_sidebar_and_indents_wrapped_lines(
+    connect: Connect,
+) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=(60, 24)) as pilot:
+        sidebar = app.query_one("#sidebar")
+        await until(pilot, lambda: not sidebar.display, "the sidebar collapsed")
+        long = " ".join(f"word{n}" for n in range(30))
+        await bob.say(long)
+        await until(pilot, lambda: any("word29" in x for x in screen_lines(app)), "wrapped")
+        rendered = screen_lines(app)
+        first = next(i for i, x in enumerate(rendered) if "word0" in x)
+        last = next(i for i, x in enumerate(rendered) if "word29" in x)
+        assert last > first, "the message wraps"
+        text_column = rendered[first].index("word0")
+        assert text_column < 30, "the text keeps most of the width"
+        for row in rendered[first + 1 : last + 1]:
+            assert row[:text_column].strip() == "", f"not indented under the text: {row!r}"
+            assert row[text_column] != " ", row
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: sidebar.display, "Ctrl+B shows it again")
+        await pilot.resize_terminal(120, 30)
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: not sidebar.display, "and hides it, whatever the width")
+
+
+async def test_mentions_and_dms_ring_ignore_hides_and_away_answers(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bob = await connect("Bob")
+    carol = await connect("Carol")
+    app = ChatApp(await connect("Robin"))
+    rings: list[None] = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(None))
+    async with app.run_test(size=SIZE) as pilot:
+        await bob.say("hello all")
+        await until(pilot, lambda: shows(app, "hello all"), "a plain line")
+        assert rings == []
+        await bob.say("robin, look")
+        await until(pilot, lambda: len(rings) == 1, "a mention rings")
+        await bob.dm("Robin", "psst")
+        await until(pilot, lambda: len(rings) == 2, "a DM rings")
+        await type_line(pilot, "/ignore bob")
+        await until(pilot, lambda: shows(app, "ignoring bob on this client"), "ignoring")
+        await bob.say("robin? anyone?")
+        await carol.say("after bob")
+        await until(pilot, lambda: shows(app, "after bob"), "Carol's line")
+        assert not shows(app, "anyone?")
+        assert len(rings) == 2, "an ignored mention does not ring"
+        await type_line(pilot, "/away at lunch")
+        await until(pilot, lambda: app.personal.away == "at lunch", "away")
+        await carol.dm("Robin", "are you there?")
+        answer = await wait_for(carol, DirectMessage, nick="Robin")
+        assert answer.text == "(away) at lunch"
+        await carol.dm("Robin", "still?")
+        await carol.dm("Robin", "marker")
+        await until(pilot, lambda: shows(app, "marker", dm_key("Carol")), "Carol's marker")
+        # The answer is decided as each DM is shown: "done" follows any second one.
+        await type_line(pilot, "/msg Carol done")
+        seen = await everything_until(
+            carol, lambda e: isinstance(e, DirectMessage) and e.text == "done"
+        )
+        assert not any(isinstance(e, DirectMessage) and "(away)" in e.text for e in seen)
+        await type_line(pilot, "/away")
+        await until(pilot, lambda: app.personal.away is None, "back")
+
+
+def test_alert_sequences_are_inert() -> None:
+    evil = "x\x1b]0;pwned\x07y;z"
+    assert alert_sequence(Notify.NONE, "Bob", evil) == ""
+    assert alert_sequence(Notify.BELL, "Bob", evil) == "\a"
+    osc9 = alert_sequence(Notify.OSC9, "Bob", evil)
+    assert osc9.startswith("\x1b]9;Bob: ")
+    assert osc9.endswith("\x07\a")  # the terminator, then the bell
+    assert not {"\x1b", "\x07"} & set(osc9[len("\x1b]9;") : -2])
+    osc777 = alert_sequence(Notify.OSC777, "Bob;x", evil)
+    assert osc777.startswith("\x1b]777;notify;Bob,x;")
+    assert not {"\x1b", "\x07"} & set(osc777[len("\x1b]") : -2])
+    assert osc777.count(";") == 3
+
+
+async def test_ctrl_f_searches_the_open_room(connect: Connect) -> None:
+    bob = await connect("Bob")
+    app = ChatApp(await connect("Robin"))
+    async with app.run_test(size=SIZE) as pilot:
+        for text in ("find the needle", "just hay", "another NEEDLE"):
+            await bob.say(text)
+        await until(pilot, lambda: shows(app, "another NEEDLE"), "Bob's lines")
+        await pilot.press("ctrl+f")
+        box = app.query_one(ChatInput)
+        assert box.value == "/search "
+        await type_line(pilot, "/search needle")
+        await until(pilot, lambda: shows(app, "2 lines contain needle:"), "the results")
+        header, first, second = lines(app)[-3:]
+        assert "2 lines contain needle:" in header
+        assert "find the needle" in first
+        assert "another NEEDLE" in second

@@ -243,10 +243,17 @@ async def test_in_a_direct_conversation_chat_is_a_direct_message(gateway: Gatewa
         sent, got = await _dm(ann), await _dm(bob)
         assert (sent["nick"], sent["to"], sent["text"]) == ("Ann", "Bob", "/slash first")
         assert (got["nick"], got["to"], got["text"]) == ("Ann", "Bob", "/slash first")
+        # /me in a direct conversation is a direct action, as in the terminal's /query.
         await ann.send(json.dumps({"type": "line", "text": "/me waves", "to": "Bob"}))
-        refused = await receive_json(ann, type="info")
-        assert refused.get("error") is True
-        assert refused["text"].startswith("/me works in a room")
+        sent, got = await _dm(ann), await _dm(bob)
+        assert (sent["text"], sent.get("action"), got["text"], got.get("action")) == (
+            "waves",
+            True,
+            "waves",
+            True,
+        )
+        await ann.send(json.dumps({"type": "line", "text": "/query Cat", "room": "lobby"}))
+        assert await receive_json(ann, type="query") == {"type": "query", "to": "Cat"}
         await ann.send(json.dumps({"type": "line", "text": "psst", "to": "Bob Eve"}))
         assert (await receive_json(ann, type="error"))["code"] == "bad_message"
         await ann.send(json.dumps({"type": "line", "text": "/leave", "to": "Bob"}))

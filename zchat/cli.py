@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER
 from zchat.broker.serve import serve
@@ -23,18 +26,113 @@ from zchat.logs import setup_logging
 from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
+from zchat.ui.config import SETTING_KEYS, default_map
+from zchat.ui.config import default_path as default_config_path
+from zchat.ui.config import load as load_config
+from zchat.ui.noise import CROWD, Joins
+from zchat.ui.personal import Notify
 from zchat.ui.render import error_json, error_line
 from zchat.ui.stats import run_stats
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-app = typer.Typer(
+
+class _FlagsAsFlags:
+    """typer's rich help shows a type after every option, flags included
+    (``--json <bool>``, ``--help <bool>``) and writes a required argument
+    ``{directory}``; a flag takes no value, and an argument is written in
+    capitals, as man pages and click do."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = (param.name or "").upper()
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = []
+        for piece in super().collect_usage_pieces(ctx):  # type: ignore[misc]
+            pieces.append(piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece)
+        return pieces
+
+
+class Command(_FlagsAsFlags, TyperCommand):
+    pass
+
+
+class Group(_FlagsAsFlags, TyperGroup):
+    pass
+
+
+class Typer(typer.Typer):
+    """Every command of the app gets :class:`Command`: flags read as flags."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+        kwargs.setdefault("cls", Command)
+        return super().command(*args, **kwargs)
+
+
+def zchat_version() -> str:
+    try:
+        return package_version("zchat-zmq")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+app = Typer(
     name="zchat",
     help="A chat broker and client on ZeroMQ.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"zchat {zchat_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZCHAT_CONFIG",
+            help="Settings file (TOML); default: config.toml in the user's config"
+            " directory (~/.config/zchat). Flags and ZCHAT_* variables override it.",
+        ),
+    ] = None,
+) -> None:
+    """A chat broker and client on ZeroMQ."""
+
+    def read() -> dict[str, Any]:
+        return load_config(config or default_config_path(), required=config is not None)
+
+    group = ctx.command
+    assert isinstance(group, TyperGroup)
+    params = {name: {p.name or "" for p in cmd.params} for name, cmd in group.commands.items()}
+    # Only commands with something to take from it read it: a broken file must
+    # not stop a broker.
+    if not default_map({k: None for k in SETTING_KEYS}, params).get(ctx.invoked_subcommand or ""):
+        return
+    settings = call(read)
+    # Subcommand contexts take their defaults from here: below flags and variables.
+    ctx.default_map = default_map(settings, params)
+
 
 RouterOpt = Annotated[
     str, typer.Option(envvar="ZCHAT_ROUTER", help="The broker's ROUTER endpoint.")
@@ -186,13 +284,37 @@ def client(
         typer.Option(envvar="ZCHAT_ROOM", help="Room to join (repeat for more); default lobby."),
     ] = None,
     json_mode: Annotated[
-        bool, typer.Option("--json", help="One JSON object per event on stdout.")
+        bool,
+        typer.Option("--json", envvar="ZCHAT_JSON", help="One JSON object per event on stdout."),
     ] = False,
     plain: Annotated[
         bool, typer.Option("--plain", envvar="ZCHAT_PLAIN", help="Line mode even on a terminal.")
     ] = False,
     connect_timeout: ConnectTimeoutOpt = 5.0,
     backlog: BacklogOpt = 50,
+    joins: Annotated[
+        Joins,
+        typer.Option(
+            envvar="ZCHAT_JOINS",
+            help="Join and leave lines: show, hide, or auto (hidden in the backlog"
+            f" and in rooms of more than {CROWD} people).",
+        ),
+    ] = Joins.AUTO,
+    notify: Annotated[
+        Notify,
+        typer.Option(
+            envvar="ZCHAT_NOTIFY",
+            help="A mention or a DM rings the bell; osc9 or osc777 adds a desktop"
+            " notification where the terminal supports it; none is silent.",
+        ),
+    ] = Notify.BELL,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZCHAT_LOG_DIR",
+            help="Append each room's live lines to DIR/ROOM.log (made if need be).",
+        ),
+    ] = None,
     log_level: LogLevelOpt = "warning",
     server_key: ServerKeyOpt = None,
     key: KeyOpt = None,
@@ -201,6 +323,11 @@ def client(
 
     def start() -> ChatConfig:
         setup_logging(log_level)
+        if log_dir is not None:
+            try:
+                log_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot use --log-dir {log_dir}: {exc.strerror}") from None
         try:
             check_nick(nick)
         except ProtocolError as exc:
@@ -217,6 +344,9 @@ def client(
             plain=plain,
             connect_timeout=connect_timeout,
             backlog=backlog,
+            joins=joins,
+            notify=notify,
+            log_dir=log_dir,
             curve=curve_keys(server_key, key),
         )
 
@@ -227,10 +357,17 @@ def client(
 @app.command()
 def stats(
     router: RouterOpt = DEFAULT_CLIENT_ROUTER,
-    json_mode: Annotated[bool, typer.Option("--json", help="One JSON object per reading.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    json_mode: Annotated[
+        bool, typer.Option("--json", envvar="ZCHAT_JSON", help="One JSON object per reading.")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", envvar="ZCHAT_WATCH", help="Refresh until Ctrl-C.")
+    ] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="Seconds between readings with --watch.")
+        float,
+        typer.Option(
+            envvar="ZCHAT_INTERVAL", min=0.1, help="Seconds between readings with --watch."
+        ),
     ] = 2.0,
     timeout: Annotated[
         float,
@@ -402,8 +539,13 @@ def web(
 @app.command()
 def keygen(
     directory: Annotated[Path, typer.Argument(help="Where to write the pair (made 0700 if new).")],
-    name: Annotated[str, typer.Option(help="File name: NAME.key and NAME.key_secret.")] = "zchat",
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
+    name: Annotated[
+        str,
+        typer.Option(envvar="ZCHAT_KEY_NAME", help="File name: NAME.key and NAME.key_secret."),
+    ] = "zchat",
+    force: Annotated[
+        bool, typer.Option("--force", envvar="ZCHAT_FORCE", help="Replace an existing pair.")
+    ] = False,
 ) -> None:
     """Write a CURVE keypair as ZeroMQ certificate files; the secret is owner-only."""
     files = call(lambda: generate_keypair(directory, name, force=force))

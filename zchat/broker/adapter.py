@@ -27,8 +27,9 @@ from zchat.protocol.names import MAX_WIRE_FRAME
 
 log = logging.getLogger("zchat.broker")
 
-DEFAULT_ROUTER = "tcp://*:5555"
-DEFAULT_PUB = "tcp://*:5556"
+# Loopback only, as Redis does: listening on every interface is a choice to make.
+DEFAULT_ROUTER = "tcp://127.0.0.1:5555"
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
 
 #: Envelopes handled per wake-up before timers get a turn.
 _DRAIN_BATCH = 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -34,7 +35,7 @@ class BrokerAuth:
     ) -> None:
         self.domain = domain
         self.allow = allow
-        self._auth = ThreadAuthenticator(context, log=logging.getLogger("zchat.zap"))
+        self._auth = _CountingAuthenticator(context, log=logging.getLogger("zchat.zap"))
         self._auth.start()
         try:
             self.reload()
@@ -55,6 +56,11 @@ class BrokerAuth:
         # key); reading it first above turns that into an error a person sees.
         self._auth.configure_curve(domain=self.domain, location=self.allow)
         return len(certs)
+
+    @property
+    def refused(self) -> int:
+        """Handshakes refused since the start (read from any thread)."""
+        return self._auth.refused
 
     @property
     def running(self) -> bool:
@@ -100,3 +106,35 @@ def check_refuses_unknown(endpoint: str, server_public: bytes) -> None:
     if verdict == zmq.EVENT_HANDSHAKE_SUCCEEDED:
         raise SecurityError("self-test: a key missing from the allow list was accepted")
     raise SecurityError(f"self-test: no verdict on an unknown key from {target}")
+
+
+class _CountingAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP handler, counting and logging each refusal: a refused client
+    hears nothing but a closed connection, so the broker's log is where an
+    operator finds out. Runs on the authenticator's thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused = 0
+        self._address = ""
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # The reply below knows the verdict but not the peer: remember it here.
+        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+        await super().handle_zap_message(msg)
+
+    def _send_zap_reply(
+        self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = "anonymous"
+    ) -> None:
+        if status_code != b"200":
+            self.refused += 1
+            count = self.refused
+            # The first few, then every power of two: a key-guessing flood stays a few lines.
+            if count <= 10 or count & (count - 1) == 0:
+                log.warning(
+                    "refused a CURVE handshake from %s: %s (%d so far)",
+                    self._address,
+                    status_text.decode("utf-8", "replace"),
+                    count,
+                )
+        super()._send_zap_reply(request_id, status_code, status_text, user_id)

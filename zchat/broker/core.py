@@ -9,6 +9,7 @@ same way, as a conversation in memory.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import secrets
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from zchat.broker.rooms import Rooms
 from zchat.broker.sessions import Sessions
 from zchat.broker.state import (
+    MAX_LIST,
     BrokerConfig,
     Counters,
     Output,
@@ -36,6 +38,7 @@ from zchat.protocol.commands import (
     History,
     Join,
     Leave,
+    List,
     Nick,
     Ping,
     Say,
@@ -54,6 +57,8 @@ from zchat.protocol.events import (
     Message,
     NickChanged,
     Pong,
+    RoomList,
+    RoomSummary,
     StatsReply,
     SyncSeen,
     TopicSet,
@@ -100,6 +105,9 @@ class BrokerCore:
         self.config = config or BrokerConfig()
         self.store: Store = store or MemoryStore(self.config.history)
         self.counters = Counters()
+        #: Counters kept outside the core (the ZAP handler's refusals), merged into
+        #: ``snapshot``; set by whoever runs the broker.
+        self.extra_stats: Callable[[], dict[str, int]] | None = None
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
         self._new_token = new_token
         #: Off only to compare against the full path (tests/test_fastpath.py).
@@ -123,6 +131,7 @@ class BrokerCore:
             Dm: self._dm,
             History: self._history,
             Stats: self._stats,
+            List: self._list,
             Hello: self._hello_again,
         }
 
@@ -167,8 +176,8 @@ class BrokerCore:
                 return out
             ref = command.id if command is not None else exc.ref
             # An unregistered ping is a health check or a client probing a restarted
-            # broker: expected, so not worth a warning.
-            self._error(peer, session, exc, ref, now, out, quiet=isinstance(command, Ping))
+            # broker: expected, so neither an error nor worth a warning.
+            self._error(peer, session, exc, ref, now, out, health_check=isinstance(command, Ping))
         return out
 
     def tick(self, now: float) -> list[Output]:
@@ -230,9 +239,11 @@ class BrokerCore:
             "replies": c.replies,
             "registrations": c.registrations,
             "duplicates": c.duplicates,
+            "health_checks": c.health_checks,
             "errors": dict(c.errors),
             "drops": dict(c.drops),
             "leaves": dict(c.leaves),
+            **(self.extra_stats() if self.extra_stats is not None else {}),
         }
 
     def check_invariants(self) -> None:
@@ -276,13 +287,16 @@ class BrokerCore:
         now: float,
         out: list[Output],
         *,
-        quiet: bool = False,
+        health_check: bool = False,
     ) -> None:
-        self.counters.errors[exc.code] += 1
+        if health_check:
+            self.counters.health_checks += 1
+        else:
+            self.counters.errors[exc.code] += 1
         count = self.counters.errors[exc.code]
         # A flood of garbage must not become a flood of log lines: log the first
         # few of each code, then every power of two.
-        if quiet:
+        if health_check:
             log.debug("%s from peer %s: %s", exc.code, peer.hex()[:16], exc.reason)
         elif count <= 10 or count & (count - 1) == 0:
             who = session.nick if session is not None else f"peer {peer.hex()[:16]}"
@@ -573,6 +587,12 @@ class BrokerCore:
         )
         self.counters.replies += 1
         out.append(Reply(session.peer, data))
+
+    def _list(self, session: Session, command: List, now: float, out: list[Output]) -> None:
+        occupied = [r for r in self.rooms.rooms.values() if r.members]
+        busiest = heapq.nsmallest(MAX_LIST, occupied, key=lambda r: (-len(r.members), r.name))
+        rooms = tuple(RoomSummary(r.name, len(r.members), r.topic) for r in busiest)
+        self._reply(session.peer, RoomList(rooms, len(occupied), command.id), out)
 
     def _stats(self, session: Session, stats: Stats, now: float, out: list[Output]) -> None:
         self._reply(session.peer, StatsReply(self.snapshot(), stats.id), out)

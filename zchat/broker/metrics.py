@@ -17,6 +17,8 @@ _HELP: Mapping[str, str] = {
     "replies": "Direct replies sent over the ROUTER.",
     "registrations": "Successful hello registrations.",
     "duplicates": "Resent messages dropped as duplicates.",
+    "handshakes_refused": "CURVE handshakes the ZAP handler refused (with --secret-key only).",
+    "health_checks": "Unregistered pings (zchat ping, health checks): answered, not errors.",
 }
 _LABELLED: Mapping[str, tuple[str, str]] = {
     "errors": ("code", "Error replies (and refusals) by code."),

@@ -3,6 +3,7 @@ signals set up, everything closed in order on the way out. The CLI's one call.""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable
@@ -48,6 +49,16 @@ def serve(
         except Exception as exc:
             raise StartError(f"cannot start the broker: {exc}") from None
         resources.append(server.close)
+        exposed = [e for e in (server.router_endpoint, server.pub_endpoint) if beyond_loopback(e)]
+        if exposed and curve is None:
+            log.warning(
+                "listening beyond loopback without CURVE (%s): anyone who can reach it"
+                " can read and send; add --secret-key (and --allow), or bind 127.0.0.1",
+                ", ".join(exposed),
+            )
+        auth = server.auth
+        if auth is not None:
+            server.core.extra_stats = lambda: {"handshakes_refused": auth.refused}
         if curve is not None:
             log.info(
                 "CURVE on, public key %s; %s",
@@ -72,6 +83,20 @@ def serve(
         for close in reversed(resources):
             close()
     log.info("broker stopped")
+
+
+def beyond_loopback(endpoint: str) -> bool:
+    """Whether a bound endpoint can be reached from another machine (ipc and
+    inproc cannot; a tcp host other than a loopback address can)."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _handle_signals(server: Broker) -> None:

@@ -22,6 +22,8 @@ from zchat.ratelimit import TokenBucket
 
 #: Roster names sent in a ``welcome`` or ``who``; ``count`` always has the total.
 MAX_ROSTER: int = 1000
+#: Most rooms in a ``list`` reply (the busiest): a bounded reply for any number of rooms.
+MAX_LIST: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ class Counters:
     replies: int = 0
     registrations: int = 0
     duplicates: int = 0
+    #: Unregistered pings: health checks and clients probing a restarted broker.
+    health_checks: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
     leaves: Counter[str] = field(default_factory=Counter)

@@ -50,6 +50,7 @@ from zchat.protocol.commands import (
     History,
     Join,
     Leave,
+    List,
     Nick,
     Ping,
     Say,
@@ -67,6 +68,7 @@ from zchat.protocol.events import (
     Reply,
     RoomEvent,
     RoomInfo,
+    RoomList,
     StatsReply,
     Welcome,
 )
@@ -188,11 +190,16 @@ class Client(Link):
 
     async def _teardown(self) -> None:
         extra = [self._recovering] if self._recovering else []
-        for task in self._tasks + extra + list(self._background):
+        tasks = [
+            t
+            for t in self._tasks + extra + list(self._background)
+            if t is not asyncio.current_task()
+        ]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Each must get to run its cleanup (a handshake watch holds a socket open),
+        # or the context below would wait for ever.
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         await self._stop_sockets()
         if self._own_context:
@@ -287,6 +294,11 @@ class Client(Link):
 
     async def stats(self) -> StatsReply:
         return await self.request(Stats(), StatsReply)
+
+    async def list_rooms(self) -> RoomList:
+        """The occupied rooms, busiest first (at most the broker's limit; ``total`` says
+        how many in all)."""
+        return await self.request(List(), RoomList)
 
     async def history(
         self, room: str, *, after: int = 0, before: int | None = None, limit: int = 100
@@ -453,20 +465,30 @@ class Client(Link):
         self._emit(Status("reconnecting", f"{why}; registering again"))
         loop = asyncio.get_running_loop()
         wait = 0.5
+        told: str | None = None
         while not self._closed:
             # Start afresh, as the guide's Lazy Pirate does: whatever the old sockets
             # hold (a backlog for a session that is gone, a stalled pipe) goes with them.
             await self._stop_sockets()
-            self._start_sockets(self._new_dealer())
+            dealer = self._new_dealer()
+            # A broker back with other security refuses each handshake: say why, once.
+            watch = HandshakeWatch(dealer)
+            self._start_sockets(dealer)
             try:
                 await self._register(loop.time() + max(self.connect_timeout, 3 * self.heartbeat))
             except RegistrationError as exc:
                 self._emit(Status("refused", f"registration refused: {exc}"))
             except (ConnectTimeout, TimeoutError, ZchatError) as exc:
                 log.info("re-registration failed: %s", exc)
+                hint = watch.diagnose(curve=self._curve is not None)
+                if hint is not None and hint != told:
+                    told = hint
+                    self._emit(Status("reconnecting", f"still reconnecting: {hint}"))
             else:
                 self._watch_disconnects()
                 self._emit(Status("registered", f"registered again as {self.nick}"))
                 return
+            finally:
+                watch.close()
             await asyncio.sleep(wait)
             wait = min(wait * 2, 5.0)

@@ -141,9 +141,9 @@ class Link:
         readers, self._readers = self._readers, []
         for task in readers:
             task.cancel()
-        for task in readers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # gather, not a suppressed await per task: a cancellation of the caller itself
+        # (close() during a recovery) must not be swallowed with the readers' own.
+        await asyncio.gather(*readers, return_exceptions=True)
         if self._dealer is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._dealer.disable_monitor()

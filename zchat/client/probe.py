@@ -18,6 +18,7 @@ import zmq
 
 from zchat.curve import CurveKeys, apply_client
 from zchat.errors import NoAnswer, ProtocolError, UsageError
+from zchat.handshake import HandshakeWatch
 from zchat.protocol.commands import Command, Ping, Stats, to_wire
 from zchat.protocol.decode import decode_event
 from zchat.protocol.events import BrokerEvent, StatsReply
@@ -52,6 +53,9 @@ class Probe:
         self._sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         apply_client(self._sock, curve)
+        self._curve = curve is not None
+        # A broker that refuses our handshake answers nothing: its events say why.
+        self._watch = HandshakeWatch(self._sock)
         try:
             self._sock.connect(router)
         except zmq.ZMQError as exc:
@@ -88,6 +92,9 @@ class Probe:
                 if make is Ping or getattr(event, "re", None) == ref:
                     return time.monotonic() - start, event
             pause *= 2
+        hint = self._watch.diagnose(curve=self._curve)
+        if hint is not None:
+            raise NoAnswer(f"the broker at {self.router} answered nothing: {hint}")
         raise NoAnswer(f"no broker answered at {self.router} within {self.timeout:g}s")
 
     def ping(self) -> PingReply:
@@ -104,6 +111,7 @@ class Probe:
     ask = stats
 
     def close(self) -> None:
+        self._watch.close()
         self._context.destroy(linger=0)
 
 

@@ -141,7 +141,31 @@ class Stats:
     id: str | None = None
 
 
-Command = Hello | Say | Ping | Bye | Sync | Join | Leave | Who | Topic | Nick | Dm | History | Stats
+@dataclass(frozen=True, slots=True)
+class List:
+    """The rooms people are in, busiest first (``/list``)."""
+
+    TYPE: ClassVar[str] = "list"
+
+    id: str | None = None
+
+
+Command = (
+    Hello
+    | Say
+    | Ping
+    | Bye
+    | Sync
+    | Join
+    | Leave
+    | Who
+    | Topic
+    | Nick
+    | Dm
+    | History
+    | Stats
+    | List
+)
 
 
 def _str(env: dict[str, Any], key: str, limit: int, *, optional: bool = False) -> str | None:
@@ -267,6 +291,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     "dm": lambda e, lim: Dm(_nick(e, "to"), _text(e, lim), _bool(e, "action"), _id(e)),
     "history": _history,
     "stats": lambda e, lim: Stats(_id(e)),
+    "list": lambda e, lim: List(_id(e)),
 }
 
 

@@ -21,6 +21,8 @@ from zchat.protocol.events import (
     NickChanged,
     Pong,
     RoomInfo,
+    RoomList,
+    RoomSummary,
     StatsReply,
     SyncSeen,
     TopicSet,
@@ -65,6 +67,18 @@ def _f(env: Mapping[str, Any], key: str) -> float:
 
 def _b(env: Mapping[str, Any], key: str) -> bool:
     return env.get(key) is True
+
+
+def _room_list(env: Mapping[str, Any]) -> RoomList:
+    rooms = env.get("rooms")
+    if not isinstance(rooms, list):
+        raise _bad("field 'rooms' must be an array")
+    summaries = tuple(
+        RoomSummary(_s(r, "room"), _i(r, "count"), _s(r, "topic"))
+        for r in rooms
+        if isinstance(r, Mapping)
+    )
+    return RoomList(summaries, _i(env, "total"), _os(env, "re"))
 
 
 def _room_info(room: str, env: Mapping[str, Any], re: str | None = None) -> RoomInfo:
@@ -174,6 +188,7 @@ def _decoders() -> dict[str, Any]:
         "pong": lambda e: Pong(_os(e, "re")),
         "sync": lambda e: SyncSeen(_s(e, "token"), _os(e, "re")),
         "history": _history,
+        "list": _room_list,
         "stats": lambda e: StatsReply(
             {k: v for k, v in e.items() if k not in ("type", "re")}, _os(e, "re")
         ),

@@ -331,6 +331,33 @@ class StatsReply(Event):
 
 
 #: What comes over the ROUTER: a ``nick`` reply is a :class:`NickChanged` without a room.
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """One line of a ``list`` reply."""
+
+    room: str
+    count: int
+    topic: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"room": self.room, "count": self.count, "topic": self.topic}
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList(Event):
+    """The ``list`` reply: occupied rooms, busiest first, at most a bounded number of
+    them; ``total`` says how many there are in all."""
+
+    type: ClassVar[str] = "list"
+    rooms: tuple[RoomSummary, ...]
+    total: int
+    re: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        rooms = [r.to_wire() for r in self.rooms]
+        return _opt({"type": "list", "rooms": rooms, "total": self.total}, re=self.re)
+
+
 Reply = (
     DirectMessage
     | ErrorReply
@@ -341,6 +368,7 @@ Reply = (
     | HistoryReply
     | StatsReply
     | NickChanged
+    | RoomList
 )
 BrokerEvent = RoomEvent | Reply | SyncSeen
 

@@ -6,13 +6,17 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
 from zchat.curve import CurveKeys
 from zchat.errors import EXIT_OK, ZchatError, exit_code
 from zchat.ui.linemode import LineMode
-from zchat.ui.render import error_json, error_line
+from zchat.ui.noise import Joins
+from zchat.ui.personal import Notify, Personal
+from zchat.ui.render import clean, error_json, error_line
+from zchat.ui.transcript import Transcript
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,10 @@ class ChatConfig:
     plain: bool = False
     connect_timeout: float = 5.0
     backlog: int = 50
+    joins: Joins = Joins.AUTO
+    notify: Notify = Notify.BELL
+    #: Where each room's live lines are appended (ROOM.log); None: nowhere.
+    log_dir: Path | None = None
     curve: CurveKeys | None = field(default=None, repr=False)
 
 
@@ -54,6 +62,13 @@ async def run_chat(
         backlog=config.backlog,
         curve=config.curve,
     )
+    if tui:
+        # The full screen starts only once connected: until then, say what is going on.
+        err.write(
+            f"zchat: connecting to {clean(config.router)} as {clean(config.nick)}"
+            f" (up to {config.connect_timeout:g}s)...\n"
+        )
+        err.flush()
     try:
         await chat.connect()
     except ZchatError as exc:
@@ -63,9 +78,18 @@ async def run_chat(
         else:
             err.write(error_line(exc) + "\n")
         return exit_code(exc)
+    transcript = Transcript(config.log_dir) if config.log_dir is not None else None
     if tui:
-        return await run_tui(chat)
-    mode = LineMode(chat, json_mode=config.json_mode)
+        return await run_tui(
+            chat, joins=config.joins, personal=Personal(config.notify), transcript=transcript
+        )
+    mode = LineMode(
+        chat,
+        json_mode=config.json_mode,
+        joins=config.joins,
+        personal=Personal(config.notify),
+        transcript=transcript,
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, mode.stop)

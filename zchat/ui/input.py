@@ -10,6 +10,8 @@ from typing import Any, Final, Protocol
 from zchat.client.client import Client
 from zchat.errors import BrokerError, ProtocolError, UsageError, ZchatError
 from zchat.protocol.events import DirectMessage
+from zchat.protocol.names import check_nick
+from zchat.ui.personal import Personal
 from zchat.ui.render import clean, error_fields
 
 
@@ -40,13 +42,22 @@ COMMANDS: Final[dict[str, tuple[str, str, int, int]]] = {
     "join": ("/join ROOM", "join a room (or switch to it)", 1, 1),
     "leave": ("/leave [ROOM] [reason]", "leave a room (default: the current one)", 0, 2),
     "msg": ("/msg NICK text", "send a direct message", 2, 2),
+    "query": ("/query [NICK]", "talk to NICK directly from now on; alone: back to the room", 0, 1),
     "me": ("/me action", "say an action: * nick waves", 1, 1),
     "nick": ("/nick NEW", "change your nick", 1, 1),
+    "away": ("/away [text]", "away: DMs are answered with text, once each; alone: back", 0, 1),
+    "ignore": ("/ignore [NICK]", "hide NICK's messages on this client; alone: list", 0, 1),
+    "unignore": ("/unignore NICK", "show NICK's messages again", 1, 1),
     "who": ("/who [ROOM]", "list who is in a room", 0, 1),
+    "search": ("/search TEXT", "lines of this room's scrollback with TEXT (Ctrl+F)", 1, 1),
+    "list": ("/list", "rooms with people in them, busiest first, and their topics", 0, 1),
     "topic": ("/topic [text]", "show or set the current room's topic", 0, 1),
     "quit": ("/quit [reason]", "leave the chat", 0, 1),
     "help": ("/help [command]", "list commands, or explain one", 0, 1),
 }
+#: Most matching lines ``/search`` shows (the latest).
+SEARCH_SHOWN: Final = 20
+
 ALIASES: Final = {"part": "leave", "exit": "quit", "q": "quit", "j": "join"}
 
 
@@ -70,7 +81,7 @@ def parse_input(line: str) -> Input | None:
             raise InputError(f"usage: {usage}")
         return Chat(rest, action=True)
     args = tuple(rest.split(None, split - 1)) if rest else ()
-    if name == "topic" and rest:
+    if name in {"topic", "away", "search"} and rest:
         args = (rest,)
     if len(args) < minimum:
         raise InputError(f"usage: {usage}")
@@ -106,6 +117,13 @@ class Frontend(Protocol):
     def current(self) -> str | None:
         """The room that chat goes to, if any."""
 
+    @property
+    def current_dm(self) -> str | None:
+        """The nick that chat goes to as direct messages (``/query``), if any."""
+
+    async def talk_to(self, nick: str | None) -> None:
+        """``/query NICK``: talk to ``nick`` directly; None ends the conversation."""
+
     def show_info(
         self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
     ) -> None:
@@ -128,6 +146,13 @@ class Frontend(Protocol):
 
     def nick_changed(self) -> None: ...
 
+    @property
+    def personal(self) -> Personal:
+        """Ignored nicks, away state and notification settings."""
+
+    def scrollback(self) -> list[str]:
+        """The lines shown in the open room (or conversation), oldest first."""
+
 
 async def run_line(client: Client, front: Frontend, line: str) -> bool:
     """Act on one typed line; every mistake becomes one local error line, never a raise.
@@ -142,6 +167,10 @@ async def run_line(client: Client, front: Frontend, line: str) -> bool:
         if parsed is None:
             return True
         if isinstance(parsed, Chat):
+            if front.current_dm is not None:
+                sent = await client.dm(front.current_dm, parsed.text, action=parsed.action)
+                front.show_reply(sent)
+                return True
             if front.current is None or front.current not in client.rooms:
                 raise InputError("not in a room: /join ROOM first")
             await client.say(parsed.text, front.current, action=parsed.action)
@@ -173,6 +202,12 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
     elif cmd.name == "join":
         state = await client.join(args[0])
         await front.joined(state.name)
+    elif cmd.name == "query":
+        if args:
+            check_nick(args[0])
+        await front.talk_to(args[0] if args else None)
+    elif cmd.name == "leave" and not args and front.current_dm is not None:
+        await front.talk_to(None)
     elif cmd.name == "leave":
         room = args[0] if args else front.current
         if room is None:
@@ -184,23 +219,72 @@ async def run_command(client: Client, front: Frontend, cmd: SlashCommand) -> boo
     elif cmd.name == "nick":
         await client.change_nick(args[0])
         front.nick_changed()
+    elif cmd.name == "away":
+        front.personal.set_away(args[0] if args else None)
+        if args:
+            front.show_info(f"away: a DM is answered (away) {args[0]}; /away alone: back")
+        else:
+            front.show_info("back: no longer away")
+        front.nick_changed()
+    elif cmd.name == "ignore" and not args:
+        ignored = ", ".join(sorted(front.personal.ignored.values(), key=str.casefold))
+        front.show_info(f"ignoring: {ignored}" if ignored else "ignoring nobody")
+    elif cmd.name == "ignore":
+        check_nick(args[0])
+        if not front.personal.ignore(args[0]):
+            raise InputError("too many ignored nicks: /unignore some first")
+        front.show_info(f"ignoring {args[0]} on this client; /unignore {args[0]} undoes it")
+    elif cmd.name == "unignore":
+        if not front.personal.unignore(args[0]):
+            raise InputError(f"{args[0]} is not ignored")
+        front.show_info(f"showing {args[0]} again")
+    elif cmd.name == "search":
+        needle = args[0].casefold()
+        found = [line for line in front.scrollback() if needle in line.casefold()]
+        if not found:
+            front.show_info(f"no line here contains {args[0]}")
+        else:
+            last = f", the last {SEARCH_SHOWN}" if len(found) > SEARCH_SHOWN else ""
+            front.show_info(f"{len(found)} lines contain {args[0]}{last}:")
+            for line in found[-SEARCH_SHOWN:]:
+                front.show_info(f"  {line}")
     elif cmd.name == "who":
-        info = await client.who(args[0] if args else front.current)
+        info = await client.who(args[0] if args else _room(front))
         fields = {k: v for k, v in info.to_wire().items() if k not in ("type", "re")}
-        text = f"{info.room} ({info.count}): {', '.join(info.users)}"
+        if info.count == 0:
+            # The broker answers any name; an empty room is one nobody is in.
+            text = f"no room {info.room}: nobody is in it (/list shows the rooms)"
+        else:
+            text = f"{info.room} ({info.count}): {', '.join(info.users)}"
         front.show_info(text, data={"what": "who", **fields})
+    elif cmd.name == "list":
+        listing = await client.list_rooms()
+        shown = len(listing.rooms)
+        if not shown:
+            front.show_info("no rooms: nobody is in any")
+        more = f", the {shown} busiest shown" if listing.total > shown else ""
+        if shown:
+            front.show_info(f"{listing.total} rooms{more}:")
+        for entry in listing.rooms:
+            topic = f": {entry.topic}" if entry.topic else ""
+            front.show_info(f"  {entry.room} ({entry.count}){topic}")
     elif cmd.name == "topic":
         if args:
-            if front.current is None:
+            if _room(front) is None:
                 raise InputError("not in a room")
-            await client.set_topic(args[0], front.current)
+            await client.set_topic(args[0], _room(front))
         else:
-            current = client.rooms.get(front.current or "")
+            current = client.rooms.get(_room(front) or "")
             topic = current.topic if current and current.topic else "(no topic)"
             data = {
                 "what": "topic",
-                "room": front.current,
+                "room": _room(front),
                 "topic": current.topic if current else "",
             }
-            front.show_info(f"topic of {front.current or '?'}: {topic}", data=data)
+            front.show_info(f"topic of {_room(front) or '?'}: {topic}", data=data)
     return True
+
+
+def _room(front: Frontend) -> str | None:
+    """The room a room command means: none while talking to a nick directly."""
+    return None if front.current_dm is not None else front.current

@@ -94,9 +94,10 @@ def format_event(
             return f"{prefix}-!- {clean(old)} is now known as {clean(new)}"
         case DirectMessage(nick=nick, to=to, text=text, ts=ts, action=action):
             body = f"* {clean(nick)} {clean(text)}" if action else clean(text)
+            # Labelled so that a DM never reads as room chat.
             if own_nick is not None and nick == own_nick and to != own_nick:
-                return f"{clock(ts)} -> *{clean(to)}* {body}"
-            return f"{clock(ts)} *{clean(nick)}* {body}"
+                return f"{clock(ts)} [DM to {clean(to)}] {body}"
+            return f"{clock(ts)} [DM from {clean(nick)}] {body}"
         case ErrorReply(code=code, reason=reason):
             return f"!!! {clean(code)}: {clean(reason)}"
         case Status(text=text):

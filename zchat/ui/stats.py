@@ -28,6 +28,8 @@ SCALARS: tuple[tuple[str, str], ...] = (
     ("replies", "replies"),
     ("registrations", "registrations"),
     ("duplicates", "duplicates dropped"),
+    ("health_checks", "health checks"),
+    ("handshakes_refused", "handshakes refused"),
 )
 #: Labelled counters: snapshot key, table heading.
 GROUPS: tuple[tuple[str, str], ...] = (

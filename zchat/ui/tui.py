@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.await_complete import AwaitComplete
 from textual.binding import Binding, BindingType
@@ -35,6 +36,7 @@ from zchat.protocol.events import (
     NickChanged,
     RoomEvent,
 )
+from zchat.protocol.names import fold
 from zchat.ui.input import run_line
 from zchat.ui.lines import (
     MENTION,
@@ -46,12 +48,25 @@ from zchat.ui.lines import (
     nick_style,
     rule_line,
 )
+from zchat.ui.noise import Joins, hidden
+from zchat.ui.personal import Personal, alert_sequence
 from zchat.ui.render import clean, mention_spans
+from zchat.ui.transcript import Transcript
 from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
 
-__all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "event_line", "run_tui"]
+__all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "dm_key", "event_line", "run_tui"]
+
+
+def dm_key(nick: str) -> str:
+    """The view key of a conversation with ``nick``: a room name has no spaces, so
+    this never names a room."""
+    return f" @{fold(nick)}"
+
 
 # ---------------------------------------------------------------- the app
+
+#: Narrower than this, the user list gives its columns to the messages (Ctrl+B brings it back).
+NARROW = 80
 
 
 class ChatApp(App[int]):
@@ -82,13 +97,25 @@ class ChatApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("ctrl+n", "switch(1)", "Next room", priority=True),
         Binding("ctrl+p", "switch(-1)", "Previous room", priority=True),
+        Binding("ctrl+b", "toggle_sidebar", "Users", priority=True),
+        Binding("ctrl+f", "search", "Search", priority=True),
         Binding("pageup", "page(-1)", "Scroll up"),
         Binding("pagedown", "page(1)", "Scroll down"),
     ]
 
-    def __init__(self, client: Client) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        joins: Joins = Joins.AUTO,
+        personal: Personal | None = None,
+        transcript: Transcript | None = None,
+    ) -> None:
         super().__init__()
         self.client = client
+        self.transcript = transcript
+        self.joins = joins
+        self.personal = personal or Personal()
         self.views: dict[str, RoomView] = {}
         #: Where local lines go when no room is open.
         self.home = ChatLog(id="log-home")
@@ -98,6 +125,8 @@ class ChatApp(App[int]):
         self._tab_ids = itertools.count(1)
         self._lines: asyncio.Queue[str] = asyncio.Queue()
         self._quitting = False
+        #: Shown or hidden by Ctrl+B; None: by the width (hidden below NARROW).
+        self.sidebar_choice: bool | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -114,7 +143,28 @@ class ChatApp(App[int]):
         yield ChatInput(self._known_nicks, id="input", placeholder="Message, or /help for commands")
         yield Footer()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._place_sidebar(event.size.width)
+
+    def _place_sidebar(self, width: int) -> None:
+        show = self.sidebar_choice if self.sidebar_choice is not None else width >= NARROW
+        self.query_one(Sidebar).display = show
+
+    def action_search(self) -> None:
+        box = self.query_one(ChatInput)
+        box.value = "/search "
+        box.cursor_position = len(box.value)
+        box.focus()
+
+    def scrollback(self) -> list[str]:
+        return [line.plain for line in self.current_log.source]
+
+    def action_toggle_sidebar(self) -> None:
+        self.sidebar_choice = not self.query_one(Sidebar).display
+        self._place_sidebar(self.size.width)
+
     async def on_mount(self) -> None:
+        self._place_sidebar(self.size.width)
         for name in list(self.client.rooms):
             await self._ensure_view(name)
         first = next(iter(self.views), None)
@@ -125,16 +175,22 @@ class ChatApp(App[int]):
 
     # ------------------------------------------------------------ views
 
-    async def _ensure_view(self, room: str) -> RoomView:
-        view = self.views.get(room)
+    def _new_view(self, key: str, dm: str | None = None) -> RoomView:
+        """The view of a room, or of a conversation with ``dm``; mounting starts now."""
+        view = self.views.get(key)
         if view is None:
             n = next(self._tab_ids)
-            view = RoomView(room, Tab(Text(clean(room)), id=f"room-{n}"), ChatLog(id=f"log-{n}"))
-            self.views[room] = view
+            label = Text(clean(key) if dm is None else f"@{clean(dm)}")
+            view = RoomView(key, Tab(label, id=f"room-{n}"), ChatLog(id=f"log-{n}"), dm=dm)
+            self.views[key] = view
             view.mounted = AwaitComplete(
                 self.query_one(Tabs).add_tab(view.tab),
                 self.query_one(ContentSwitcher).add_content(view.log),
             )
+        return view
+
+    async def _ensure_view(self, room: str, dm: str | None = None) -> RoomView:
+        view = self._new_view(room, dm)
         if view.mounted is not None and not view.mounted.is_done:
             await view.mounted
             if room == self.current:
@@ -174,10 +230,15 @@ class ChatApp(App[int]):
         self._refresh_header()
 
     def _relabel(self, view: RoomView) -> None:
-        label = Text(clean(view.name))
+        label = Text(clean(view.name) if view.dm is None else f"@{clean(view.dm)}")
         if view.unread:
             label.append(f" {'!' if view.mentioned else ''}{view.unread}", UNREAD)
         view.tab.label = label
+
+    @property
+    def current_dm(self) -> str | None:
+        view = self._current_view()
+        return view.dm if view is not None else None
 
     def _current_view(self) -> RoomView | None:
         return self.views.get(self.current) if self.current is not None else None
@@ -206,6 +267,9 @@ class ChatApp(App[int]):
         state = self.client.rooms.get(self.current) if self.current is not None else None
         if self.current is None:
             room.append("not in a room: /join ROOM", MUTED)
+        elif self.current_dm is not None:
+            room.append("direct messages with ", MUTED)
+            room.append(clean(self.current_dm), nick_style(self.current_dm))
         else:
             room.append(f"#{clean(self.current)}", "bold")
             room.append("  ")
@@ -217,11 +281,15 @@ class ChatApp(App[int]):
         right.append(f"{symbol} {words}", style)
         right.append(" as ", MUTED)
         right.append(clean(self.client.nick), nick_style(self.client.nick))
+        if self.personal.away is not None:
+            right.append(" (away)", MUTED)
         self.query_one("#header-state", Static).update(right)
 
     def _refresh_users(self) -> None:
         state = self.client.rooms.get(self.current) if self.current is not None else None
         users = sorted(state.users, key=str.casefold) if state is not None else []
+        if self.current_dm is not None:
+            users = [self.client.nick, self.current_dm]
         text = Text()
         text.append(f"{len(users)} here\n", MUTED)
         for nick in users:
@@ -246,6 +314,15 @@ class ChatApp(App[int]):
 
     async def show_event(self, event: ClientEvent) -> None:
         """Show one event from the client: in its room, or in the open one."""
+        if self.personal.hides(event):
+            return
+        if self.transcript is not None:
+            self.transcript.write(event, self.client.nick)
+        if self.personal.calls_for(event, self.client.nick):
+            self.alert(getattr(event, "nick", ""), getattr(event, "text", ""))
+        answer = self.personal.auto_reply(event, self.client.nick)
+        if answer is not None and isinstance(event, DirectMessage):
+            self.run_worker(self._answer(event.nick, answer), group="away")
         line = event_line(event, self.client.nick)
         if isinstance(event, Status):
             self.state = event.state
@@ -253,8 +330,9 @@ class ChatApp(App[int]):
         if isinstance(event, RoomEvent) and event.room is not None:
             await self._show_room_event(event, line)
             return
-        if isinstance(event, DirectMessage) and event.nick != self.client.nick:
-            self._remember_dm(event.nick)
+        if isinstance(event, DirectMessage):
+            self._show_dm(event, line)
+            return
         target = event.room if isinstance(event, Missed) and event.room in self.views else None
         if line is not None:
             self._add(target, line)
@@ -267,6 +345,10 @@ class ChatApp(App[int]):
                 return  # a late event of a room we left
             await self._ensure_view(room)
         view = self.views[room]
+        state = self.client.rooms.get(room)
+        members = len(state.users) if state is not None else 0
+        if hidden(event, joins=self.joins, members=members, own_nick=self.client.nick):
+            line = None
         if line is not None:
             self._add(room, line, history=event.history)
         if isinstance(event, Message) and not event.history and room != self.current:
@@ -284,6 +366,38 @@ class ChatApp(App[int]):
             self._refresh_header()
         if isinstance(event, NickChanged):
             self._refresh_header()
+
+    def _show_dm(self, event: DirectMessage, line: Text | None) -> None:
+        """A DM goes to the conversation with the other person, opened if need be."""
+        outgoing = event.nick == self.client.nick and event.to != self.client.nick
+        peer = event.to if outgoing else event.nick
+        self._remember_dm(peer)
+        view = self._new_view(dm_key(peer), peer)
+        if line is None:
+            return
+        view.log.add(line)
+        if view.name != self.current:
+            if outgoing:
+                # Sent from elsewhere (/msg in a room): confirm it where it was typed.
+                self._add(None, line)
+            else:
+                view.unread += 1
+                view.mentioned = True  # a DM is for you, as a mention is
+                self._relabel(view)
+
+    def alert(self, title: str, body: str) -> None:
+        """Get the person's attention: the bell, and a desktop notification if set."""
+        sequence = alert_sequence(self.personal.notify, title, body)
+        if not sequence:
+            return
+        self.bell()
+        driver = self._driver
+        if sequence != "\a" and driver is not None:
+            driver.write(sequence.removesuffix("\a"))
+
+    async def _answer(self, nick: str, text: str) -> None:
+        with contextlib.suppress(ZchatError, TimeoutError):
+            self.show_reply(await self.client.dm(nick, text))
 
     def _remember_dm(self, nick: str) -> None:
         if nick in self.dm_nicks:
@@ -312,10 +426,15 @@ class ChatApp(App[int]):
     # The front end's side of zchat.ui.input.run_line.
 
     def show_reply(self, event: DirectMessage) -> None:
-        self._remember_dm(event.to)
-        line = event_line(event, self.client.nick)
-        if line is not None:
-            self._add(None, line)
+        self._show_dm(event, event_line(event, self.client.nick))
+
+    async def talk_to(self, nick: str | None) -> None:
+        if nick is not None:
+            key = dm_key(nick)
+            await self._ensure_view(key, self.views[key].dm if key in self.views else nick)
+            self._switch(key)
+        elif self.current_dm is not None and self.current is not None:
+            await self._drop_view(self.current)
 
     async def joined(self, room: str) -> None:
         await self._ensure_view(room)
@@ -386,9 +505,15 @@ class _LogToApp(logging.Handler):
             self._app.show_info(text, error=True)
 
 
-async def run_tui(client: Client) -> int:
+async def run_tui(
+    client: Client,
+    *,
+    joins: Joins = Joins.AUTO,
+    personal: Personal | None = None,
+    transcript: Transcript | None = None,
+) -> int:
     """Run the app on an already connected client; returns the exit code."""
-    app = ChatApp(client)
+    app = ChatApp(client, joins=joins, personal=personal, transcript=transcript)
     loop = asyncio.get_running_loop()
     root = logging.getLogger()
     saved = root.handlers[:]

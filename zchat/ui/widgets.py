@@ -171,7 +171,8 @@ class ChatInput(Input):
 
 @dataclass(slots=True)
 class RoomView:
-    """The app's side of one room: its tab, its log and unread state."""
+    """The app's side of one room (or one conversation of direct messages): its
+    tab, its log and unread state."""
 
     name: str
     tab: Tab
@@ -180,6 +181,8 @@ class RoomView:
     mentioned: bool = False
     in_history: bool = False
     mounted: AwaitComplete | None = None
+    #: The other person, for a conversation of direct messages; None for a room.
+    dm: str | None = None
 
     @property
     def lines(self) -> deque[Text]:

@@ -32,7 +32,8 @@ from zchat import (
 )
 from zchat.errors import ProtocolError
 from zchat.protocol.names import fold
-from zchat.ui.input import Chat, InputError, SlashCommand, parse_input, run_line
+from zchat.ui.input import InputError, SlashCommand, parse_input, run_line
+from zchat.ui.personal import Notify, Personal
 
 __all__ = [
     "ClientSettings",
@@ -187,7 +188,11 @@ class PageFront:
 
     client: Client
     current: str | None = None
+    #: The nick of the page's direct conversation, if that is its current tab.
+    current_dm: str | None = None
     outbox: list[Message] = field(default_factory=list)
+    #: Ignored nicks and away state: the page keeps no notification settings here.
+    personal: Personal = field(default_factory=lambda: Personal(Notify.NONE))
     #: Set by ``/quit``: the session ends, and the client says ``bye`` with it.
     quit_reason: str | None = None
     quitting: bool = False
@@ -216,6 +221,19 @@ class PageFront:
     def nick_changed(self) -> None:
         self.outbox.append({"type": "self", "nick": self.client.nick})
 
+    async def talk_to(self, nick: str | None) -> None:
+        # ``/query NICK`` opens (or shows) the conversation's tab; ``/query`` alone
+        # closes the current one.
+        if nick is None:
+            if self.current_dm is not None:
+                self.outbox.append({"type": "left", "to": self.current_dm})
+        else:
+            self.outbox.append({"type": "query", "to": nick})
+
+    def scrollback(self) -> list[str]:
+        # The page keeps its own scrollback and searches it there.
+        return []
+
 
 async def carry_out(
     front: PageFront,
@@ -234,6 +252,7 @@ async def carry_out(
     bug raises.
     """
     front.current = room
+    front.current_dm = to
     front.outbox = []
     try:
         parsed = parse_input(line)
@@ -242,11 +261,7 @@ async def carry_out(
     if to is not None:
         if not to or any(c.isspace() for c in to):
             return [error("bad_message", "to wants a nick")]
-        if isinstance(parsed, Chat):
-            if parsed.action:
-                return [info("/me works in a room; here, type the text", failed=True)]
-            line = f"/msg {to} {parsed.text}"
-        elif parsed == SlashCommand("leave"):
+        if parsed == SlashCommand("leave"):
             return [{"type": "left", "to": to}]
     if isinstance(parsed, SlashCommand) and parsed.name == "nick" and not reserve(parsed.args[0]):
         return [error("nick_taken", f"{parsed.args[0]} is in use in another tab")]

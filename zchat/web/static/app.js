@@ -178,6 +178,10 @@ function receive(message) {
     case "error":
       onError(message);
       break;
+    case "query":
+      // /query NICK: open (or show) the direct conversation with NICK.
+      if (typeof message.to === "string") select(conversation(dmKey(message.to), "dm", message.to).key);
+      break;
     case "left":
       if (typeof message.room === "string") remove(roomKey(message.room));
       if (typeof message.to === "string") remove(dmKey(message.to));
