@@ -17,6 +17,7 @@ import zmq.backend
 
 from zchat.broker.auth import BrokerAuth, check_refuses_unknown
 from zchat.broker.core import BrokerCore
+from zchat.broker.routing import chosen, seed_routing_ids
 from zchat.broker.state import BrokerConfig, Output, Publish
 from zchat.broker.store import Store
 from zchat.curve import CurveServer, apply_server
@@ -65,6 +66,8 @@ class Broker:
         #: Called after each drained batch with (envelopes, seconds from the first
         #: receive to the last send); the metrics exporter's latency histogram.
         self.on_batch: Callable[[int, float], None] | None = None
+        # libzmq reads the first routing id it will generate when the ROUTER is made.
+        seed_routing_ids()
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_FRAME)
@@ -136,6 +139,17 @@ class Broker:
             except zmq.Again:
                 break
             handled += 1
+            if chosen(peer):
+                # A peer that picks its own routing id could present another
+                # connection's: it never acts as anyone (see zchat.broker.routing).
+                self._skip_rest()
+                core.counters.drops["chosen_routing_id"] += 1
+                count = core.counters.drops["chosen_routing_id"]
+                if count & (count - 1) == 0:
+                    log.warning(
+                        "dropped an envelope from a peer-chosen routing id (%d so far)", count
+                    )
+                continue
             # A ROUTER always has at least one frame after the routing id. Per-frame
             # .more is much cheaper than recv_multipart's RCVMORE lookups.
             frame = router.recv(copy=False)
@@ -161,6 +175,10 @@ class Broker:
             self._send(held)
         if self.on_batch is not None and handled:
             self.on_batch(handled, time.perf_counter() - started)
+
+    def _skip_rest(self) -> None:
+        while self.router.recv(copy=False).more:
+            pass
 
     def _send(self, outputs: Iterable[Output]) -> None:
         router = self.router
