@@ -8,15 +8,18 @@ Figures for each attack (RSS, a well-behaved client's round trips) come from
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import zmq
-from conftest import ZchatProcess, recv_until
+from conftest import BrokerThread, ZchatProcess, recv_until
 from helpers import start_broker
+from test_core import A, B, Conversation
 
+from zchat.curve import CurveKeys, CurveServer, apply_client
 from zchat.protocol import pack, unpack
 
 #: Where libzmq's routing-id counter starts when nothing seeds libc's rand.
@@ -85,3 +88,57 @@ def test_squatting_the_next_routing_ids_does_not_abort_the_broker(
     for _ in range(squatters):
         ping_round_trip(dealer(zctx, broker.router))
     assert broker.proc.proc.poll() is None
+
+
+# ------------------------------------------------------------ 2. session hijack
+
+
+def test_another_key_on_a_sessions_routing_id_never_acts_as_it() -> None:
+    conv = Conversation()
+    conv.hello(A, "alice", key="alice-key", rooms=["#r"])
+    conv.hello(B, "bob", key="bob-key", rooms=["#r"])
+    # Alice's connection drops; an attacker's connection presents her routing id.
+    replies = conv.send(A, key="mallory-key", type="say", room="#r", text="I am alice")
+    assert [r["code"] for r in replies] == ["not_registered"]
+    assert not conv.events("message"), "the attacker spoke as alice"
+    assert conv.core.nick_of(A) is None
+    conv.send(B, key="bob-key", type="dm", to="alice", text="secret")
+    assert all(p != A or e.get("text") != "secret" for p, e in conv.replies)
+    # A hello on that id is a registration of its own: alice's nick stays hers.
+    assert conv.hello(A, "alice", key="mallory-key")["code"] == "nick_taken"
+    conv.core.check_invariants()
+
+
+async def test_hijack_over_curve_with_a_departed_clients_routing_id(
+    make_broker: Callable[..., BrokerThread], zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    server_public, server_secret = zmq.curve_keypair()
+    broker = make_broker(curve=CurveServer(server_public, server_secret))
+    stolen = b"\x00" + secrets.token_bytes(4)
+
+    def curve_dealer(rid: bytes | None = None) -> zmq.Socket[bytes]:
+        public, secret = zmq.curve_keypair()
+        sock = zctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if rid is not None:
+            sock.setsockopt(zmq.ROUTING_ID, rid)
+        apply_client(sock, CurveKeys(server_public, public, secret))
+        sock.connect(broker.router)
+        return sock
+
+    victim = curve_dealer(stolen)
+    victim.send(pack({"type": "hello", "v": 1, "nick": "alice", "rooms": ["#r"], "id": "h"}))
+    assert envelope_type(recv_until(victim, lambda f: unpack(f).get("re") == "h")) == "welcome"
+    victim.close(0)
+    attacker = curve_dealer(stolen)
+    observer = curve_dealer()
+    observer.send(pack({"type": "hello", "v": 1, "nick": "bob", "rooms": ["#r"], "id": "h"}))
+    recv_until(observer, lambda f: unpack(f).get("re") == "h")
+    # The attacker's connection has the victim's routing id once its envelope arrives.
+    attacker.send(pack({"type": "say", "room": "#r", "text": "I am alice", "id": "x"}))
+    reply = unpack(recv_until(attacker, lambda f: unpack(f).get("re") == "x"))
+    assert reply["code"] == "not_registered"
+    observer.send(pack({"type": "dm", "to": "alice", "text": "secret", "id": "d"}))
+    answer = unpack(recv_until(observer, lambda f: unpack(f).get("re") == "d"))
+    assert answer.get("code") == "no_such_nick"
+    assert not attacker.poll(0)

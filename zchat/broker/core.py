@@ -123,6 +123,9 @@ class BrokerCore:
         out: list[Output] = []
         self.counters.envelopes_in += 1
         session = self.registry.seen(peer, now)
+        if session is not None and session.key != key:
+            self._stale(session, now, out)
+            session = None
         command: Command | None = None
         try:
             if frames != 1:
@@ -368,6 +371,14 @@ class BrokerCore:
                 ErrorCode.ALREADY_REGISTERED, f"already registered as {session.nick}"
             )
         self._welcome(session, hello.id, out)
+
+    def _stale(self, session: Session, now: float, out: list[Output]) -> None:
+        # Another key on this routing id: libzmq gives an id to one connection at
+        # a time, so the session's own connection is gone. The newcomer is a
+        # stranger; it must never act as (or be sent what is meant for) the session.
+        log.warning("%s: another key presented its routing id; session ended", session.nick)
+        self.counters.drops["key_mismatch"] += 1
+        self._drop(session, LeaveReason.TIMEOUT, None, now, out)
 
     def _drop(
         self,
