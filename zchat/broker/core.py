@@ -150,11 +150,17 @@ class BrokerCore:
             self._error(peer, session, exc, ref, now, out, quiet=isinstance(command, Ping))
         return out
 
-    def tick(self, now: float) -> list[Output]:
-        """Expire silent sessions and stale dedupe ids."""
+    def tick(self, now: float, *, caught_up: float | None = None) -> list[Output]:
+        """Expire silent sessions and stale dedupe ids.
+
+        ``caught_up``: the latest time by which the broker had read everything
+        that had arrived (default ``now``). Silence is measured up to it, so time
+        the broker spent busy, with heartbeats waiting unread, counts against no one.
+        """
         now = self._clock(now)
         out: list[Output] = []
-        deadline = now - self.config.heartbeat * self.config.liveness
+        read_until = now if caught_up is None else min(now, caught_up)
+        deadline = read_until - self.config.heartbeat * self.config.liveness
         for session in self.registry.silent_since(deadline):
             self._drop(session, LeaveReason.TIMEOUT, None, now, out)
         self.registry.expire_ids(now)
