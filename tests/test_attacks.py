@@ -8,7 +8,9 @@ Figures for each attack (RSS, a well-behaved client's round trips) come from
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ import pytest
 import zmq
 from conftest import BrokerThread, ZchatProcess, recv_until
 from helpers import start_broker
+from measure import rss_mib
 from test_core import A, B, Conversation
 
 from zchat.curve import CurveKeys, CurveServer, apply_client
@@ -209,3 +212,50 @@ def test_a_message_of_many_frames_drops_no_one(
     assert "error:not_registered" not in honest.replies
     assert broker.core.counters.leaves.get("timeout", 0) == 0
     assert broker.core.sessions == 1
+
+
+# ------------------------------------------------------------ 4. memory: the PUB port
+
+
+def raw_subscribe(endpoint: str, topic: bytes) -> socket.socket:
+    """A SUB in ZMTP 3.0 by hand, sending one subscription of ``topic``.
+
+    By hand: libzmq's own SUB keeps its subscriptions in a trie it frees by
+    recursion, one level per byte, and a megabyte-long topic crashes the
+    attacking process at exit (stack overflow).
+    """
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    greeting = b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32
+    prop = b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"SUB"
+    ready = b"\x05READY" + prop
+    body = b"\x01" + topic
+    sock.sendall(greeting + b"\x04" + bytes([len(ready)]) + ready)
+    with contextlib.suppress(OSError):  # the broker hung up: the point of the limit
+        sock.sendall(b"\x02" + len(body).to_bytes(8, "big") + body)
+    return sock
+
+
+def test_a_huge_subscription_is_refused_and_costs_no_memory(
+    zchat_proc: Callable[..., ZchatProcess], zctx: zmq.Context[zmq.Socket[bytes]], long_run: bool
+) -> None:
+    broker = start_broker(zchat_proc)
+    pid = broker.proc.pid
+    honest = dealer(zctx, broker.router)
+    ping_round_trip(honest)
+    before = rss_mib(pid)
+    size = (16 if long_run else 4) * 1024 * 1024
+    attackers = [raw_subscribe(broker.pub, b"#" * size) for _ in range(4)]
+    # Over when the broker has hung up on every one (with the fix), or has read
+    # every subscription (without it: then each costs about 45 times its size).
+    for sock in attackers:
+        sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+    ping_round_trip(honest)
+    after = rss_mib(pid)
+    for sock in attackers:
+        sock.close()
+    assert after - before < size / 1024 / 1024, (before, after)
+    assert broker.proc.proc.poll() is None

@@ -28,6 +28,10 @@ log = logging.getLogger("zchat.broker")
 DEFAULT_ROUTER = "tcp://*:5555"
 DEFAULT_PUB = "tcp://*:5556"
 
+#: Longest subscription message the PUB accepts (a longer one closes the
+#: connection): a flag byte and a topic, at most "#" + a room of 64 characters
+#: of up to 4 bytes + a terminator, or a short sync token.
+MAX_SUBSCRIPTION = 1024
 #: Envelopes handled per wake-up before timers get a turn.
 _DRAIN_BATCH = 1000
 #: Longest sleep in poll, so a stop request is seen promptly.
@@ -77,6 +81,9 @@ class Broker:
         self.router.setsockopt(zmq.BACKLOG, 4096)
         self.pub = self._socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, pub_hwm)
+        # Subscriptions are the only thing a PUB reads, and libzmq buffers each
+        # whole: unbounded, one 16 MB subscription cost +733 MB of RSS.
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
         self.router.bind(router)
         self.pub.bind(pub)
         self.router_endpoint: str = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
