@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +22,9 @@ import zmq
 from conftest import BrokerThread, ZchatProcess, recv_until
 from helpers import start_broker
 from measure import rss_mib
-from test_core import A, B, Conversation
+from test_core import A, B, C, Conversation
 
+from zchat.broker.store import NICKS_PER_KEY, MemoryStore, SqliteStore, Store
 from zchat.curve import CurveKeys, CurveServer, apply_client
 from zchat.protocol import pack, unpack
 
@@ -134,16 +136,20 @@ async def test_hijack_over_curve_with_a_departed_clients_routing_id(
     victim.send(pack({"type": "hello", "v": 1, "nick": "alice", "rooms": ["#r"], "id": "h"}))
     assert envelope_type(recv_until(victim, lambda f: unpack(f).get("re") == "h")) == "welcome"
     victim.close(0)
-    attacker = curve_dealer(stolen)
     observer = curve_dealer()
     observer.send(pack({"type": "hello", "v": 1, "nick": "bob", "rooms": ["#r"], "id": "h"}))
     recv_until(observer, lambda f: unpack(f).get("re") == "h")
-    # libzmq ignores the attacker's connection until the victim's is gone, and
-    # looks at it again only when more arrives on it: resend until answered.
+    attacker = curve_dealer(stolen)
+    # libzmq ignores a connection that presents an id still in use, for good:
+    # reconnect until the victim's connection is gone and the attacker is served.
     deadline = time.monotonic() + 10
-    while not attacker.poll(100):
-        assert time.monotonic() < deadline, "the attacker's connection was never served"
+    while True:
         attacker.send(pack({"type": "say", "room": "#r", "text": "I am alice", "id": "x"}))
+        if attacker.poll(500):
+            break
+        assert time.monotonic() < deadline, "the attacker's connection was never served"
+        attacker.close(0)
+        attacker = curve_dealer(stolen)
     reply = unpack(attacker.recv())
     assert reply["code"] == "not_registered"
     observer.send(pack({"type": "dm", "to": "alice", "text": "secret", "id": "d"}))
@@ -259,3 +265,29 @@ def test_a_huge_subscription_is_refused_and_costs_no_memory(
         sock.close()
     assert after - before < size / 1024 / 1024, (before, after)
     assert broker.proc.proc.poll() is None
+
+
+# ------------------------------------------------------------ 6. nick ownership eviction
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+def test_one_key_claiming_many_nicks_cannot_take_anothers(
+    durable: bool, long_run: bool, tmp_path: Path
+) -> None:
+    claims = 100_050 if long_run else 1_050
+    store: Store = (
+        SqliteStore(tmp_path / "chat.db", 10)
+        if durable
+        else MemoryStore(10, max_owners=100_000 if long_run else 1_000)
+    )
+    conv = Conversation(rate_limit=0)
+    conv.core.store = store
+    conv.hello(A, "alice", key="alice-key")
+    conv.send(A, key="alice-key", type="bye")
+    conv.hello(B, "mallory", key="mallory-key")
+    for n in range(claims):
+        conv.send(B, key="mallory-key", type="nick", nick=f"m{n}")
+    assert conv.hello(C, "alice", key="mallory-key")["code"] == "nick_taken"
+    assert store.owner("alice") == "alice-key"
+    owned = [n for n in range(claims) if store.owner(f"m{n}") == "mallory-key"]
+    assert len(owned) == NICKS_PER_KEY

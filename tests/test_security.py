@@ -159,11 +159,11 @@ def test_limits_on_clients_and_rooms() -> None:
     conv.core.check_invariants()
 
 
-def test_memory_store_forgets_the_oldest_claims_past_its_bound() -> None:
+def test_memory_store_past_its_bound_records_no_new_claim_and_evicts_none() -> None:
     store = MemoryStore(10, max_owners=3)
     for n in range(5):
         store.set_owner(f"nick{n}", f"key{n}")
-    assert [store.owner(f"nick{n}") for n in range(5)] == [None, None, "key2", "key3", "key4"]
+    assert [store.owner(f"nick{n}") for n in range(5)] == ["key0", "key1", "key2", None, None]
 
 
 def test_sqlite_store_keeps_owners_across_a_restart(tmp_path: Path) -> None:

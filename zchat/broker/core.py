@@ -85,7 +85,9 @@ class BrokerCore:
         new_token: Callable[[], str] = lambda: secrets.token_urlsafe(12),
     ) -> None:
         self.config = config or BrokerConfig()
-        self.store: Store = store or MemoryStore(self.config.history)
+        self.store: Store = store or MemoryStore(
+            self.config.history, nicks_per_key=self.config.nicks_per_key
+        )
         self.counters = Counters()
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
         self._new_token = new_token

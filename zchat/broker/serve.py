@@ -37,7 +37,7 @@ def serve(
         store: Store | None = None
         if db is not None:
             try:
-                sqlite = SqliteStore(db, config.history)
+                sqlite = SqliteStore(db, config.history, config.nicks_per_key)
             except Exception as exc:
                 raise StartError(f"cannot open database {db}: {exc}") from None
             resources.append(sqlite.close)

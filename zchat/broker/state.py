@@ -63,6 +63,8 @@ class BrokerConfig:
     dedupe_ttl: float = 300.0
     #: Empty rooms whose seq, topic and history are kept in memory.
     max_idle_rooms: int = 1000
+    #: Nicks one CURVE key may own at a time (claiming one more gives up its oldest).
+    nicks_per_key: int = 10
 
     def limits(self) -> Limits:
         """The limits a ``welcome`` announces."""

@@ -8,11 +8,14 @@ drained batch, so one commit covers many events. WAL mode keeps readers
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger("zchat.broker")
 
 
 class Store(Protocol):
@@ -43,17 +46,30 @@ class Store(Protocol):
     def flush(self) -> None: ...
 
 
+#: Nicks one key may own at a time; claiming one more gives up its oldest.
+NICKS_PER_KEY = 10
+
+
 class MemoryStore:
     """History in memory: a bounded deque per room, lost on restart."""
 
     durable = False
 
-    def __init__(self, history: int, epoch: str | None = None, max_owners: int = 100_000) -> None:
+    def __init__(
+        self,
+        history: int,
+        epoch: str | None = None,
+        max_owners: int = 100_000,
+        nicks_per_key: int = NICKS_PER_KEY,
+    ) -> None:
         self.epoch = epoch or secrets.token_hex(8)
         self._history = history
         self._events: dict[str, deque[tuple[int, bytes]]] = {}
-        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._owners: dict[str, str] = {}
+        #: Each key's claims, oldest first.
+        self._claims: dict[str, OrderedDict[str, None]] = {}
         self._max_owners = max_owners
+        self._nicks_per_key = nicks_per_key
 
     def room_state(self, room: str) -> tuple[int, str] | None:
         return None
@@ -79,10 +95,21 @@ class MemoryStore:
         return self._owners.get(nick_key)
 
     def set_owner(self, nick_key: str, key: str) -> None:
+        claims = self._claims.setdefault(key, OrderedDict())
+        if nick_key not in claims and len(self._owners) >= self._max_owners:
+            # Making room would mean forgetting someone else's claim, which lets
+            # a key that claims enough nicks take anyone's: the nick stays unowned.
+            log.warning(
+                "nick claims full (%d): %s is not bound to its key", len(self._owners), nick_key
+            )
+            return
         self._owners[nick_key] = key
-        # Every nick ever claimed would otherwise stay in memory: forget the oldest claims.
-        while len(self._owners) > self._max_owners:
-            self._owners.popitem(last=False)
+        claims[nick_key] = None
+        claims.move_to_end(nick_key)
+        # A key past its quota gives up its own oldest claim, never another key's.
+        while len(claims) > self._nicks_per_key:
+            oldest, _ = claims.popitem(last=False)
+            del self._owners[oldest]
 
     def flush(self) -> None:
         pass
@@ -103,7 +130,7 @@ CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
 class SqliteStore:
     durable = True
 
-    def __init__(self, path: Path | str, history: int) -> None:
+    def __init__(self, path: Path | str, history: int, nicks_per_key: int = NICKS_PER_KEY) -> None:
         # One thread at a time, but not always the one that opened it (a broker
         # built in one thread may serve in another).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -111,6 +138,7 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._history = history
+        self._nicks_per_key = nicks_per_key
         row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
         if row is None:
             self.epoch = secrets.token_hex(8)
@@ -158,6 +186,13 @@ class SqliteStore:
 
     def set_owner(self, nick_key: str, key: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
+        # A key past its quota gives up its own oldest claims (rowids grow with
+        # each insert), never another key's: no key can evict someone's nick.
+        self._db.execute(
+            "DELETE FROM owners WHERE key=? AND rowid NOT IN"
+            " (SELECT rowid FROM owners WHERE key=? ORDER BY rowid DESC LIMIT ?)",
+            (key, key, self._nicks_per_key),
+        )
         self._dirty = True
 
     def flush(self) -> None:
