@@ -291,3 +291,28 @@ def test_one_key_claiming_many_nicks_cannot_take_anothers(
     assert store.owner("alice") == "alice-key"
     owned = [n for n in range(claims) if store.owner(f"m{n}") == "mallory-key"]
     assert len(owned) == NICKS_PER_KEY
+
+
+# ------------------------------------------------------------ 5. history amplification
+
+
+def test_history_costs_tokens_in_proportion_to_its_bytes() -> None:
+    conv = Conversation(rate_limit=20, rate_burst=40)
+    conv.hello(A, "alice", rooms=["#r"])
+    conv.hello(B, "mallory", rooms=["#r"])
+    text = "x" * 4000
+    for _ in range(500):
+        conv.send(A, type="say", room="#r", text=text)
+        conv.now += 0.05  # within alice's rate
+    asked = 0
+    replies = 0
+    # One second of asking as fast as possible: without the byte cost, 40 + 20
+    # replies of 2 MB each; with it, what 60 tokens buy at 64 KiB a token.
+    for _ in range(100):
+        asked += 1
+        conv.now += 0.01
+        request = pack({"type": "history", "room": "#r", "limit": 500})
+        outputs = conv.core.receive(B, request, conv.now)
+        replies += sum(1 for out in outputs if len(out.data) > 1_000_000)
+    assert asked == 100
+    assert 1 <= replies <= 3, replies

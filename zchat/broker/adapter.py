@@ -32,6 +32,8 @@ DEFAULT_PUB = "tcp://*:5556"
 #: connection): a flag byte and a topic, at most "#" + a room of 64 characters
 #: of up to 4 bytes + a terminator, or a short sync token.
 MAX_SUBSCRIPTION = 1024
+#: Replies queued for one peer before more are dropped (libzmq's default is 1000).
+ROUTER_SNDHWM = 100
 #: Envelopes handled per wake-up before timers get a turn.
 _DRAIN_BATCH = 1000
 #: Longest sleep in poll, so a stop request is seen promptly.
@@ -74,6 +76,9 @@ class Broker:
         seed_routing_ids()
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # What libzmq queues for a peer that does not read is bounded in messages
+        # only: this many times the largest reply (a history of about 2.2 MB).
+        self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_FRAME)
         # libzmq's default listen backlog (100) drops the SYNs of a crowd reconnecting
         # at once (a broker restart), costing each 1-30 s of TCP retries; the kernel

@@ -495,6 +495,8 @@ class BrokerCore:
         )
         self.counters.replies += 1
         out.append(Reply(session.peer, data))
+        if session.bucket.rate > 0:
+            session.bucket.tokens -= len(data) // self.config.history_bytes_per_token
 
     def _stats(self, session: Session, stats: Stats, now: float, out: list[Output]) -> None:
         self._reply(session.peer, StatsReply(self.snapshot(), stats.id), out)

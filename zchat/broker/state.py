@@ -63,6 +63,10 @@ class BrokerConfig:
     dedupe_ttl: float = 300.0
     #: Empty rooms whose seq, topic and history are kept in memory.
     max_idle_rooms: int = 1000
+    #: A ``history`` reply costs one more token per this many bytes, paid after it
+    #: is sent (the bucket may go into debt): what one session can make the broker
+    #: queue for it is bounded in bytes per second, not only in replies.
+    history_bytes_per_token: int = 65_536
     #: Nicks one CURVE key may own at a time (claiming one more gives up its oldest).
     nicks_per_key: int = 10
 
