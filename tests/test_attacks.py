@@ -9,6 +9,7 @@ Figures for each attack (RSS, a well-behaved client's round trips) come from
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import socket
 import threading
@@ -20,13 +21,15 @@ from typing import Any
 import pytest
 import zmq
 from conftest import BrokerThread, ZchatProcess, recv_until
-from helpers import start_broker
+from helpers import start_broker, start_client
 from measure import rss_mib
 from test_core import A, B, C, Conversation
 
 from zchat.broker.store import NICKS_PER_KEY, MemoryStore, SqliteStore, Store
 from zchat.curve import CurveKeys, CurveServer, apply_client
 from zchat.protocol import pack, unpack
+from zchat.protocol.events import SyncSeen
+from zchat.protocol.wire import sync_topic
 
 #: Where libzmq's routing-id counter starts when nothing seeds libc's rand.
 UNSEEDED_BASE = 0x6B8B4567
@@ -316,3 +319,91 @@ def test_history_costs_tokens_in_proportion_to_its_bytes() -> None:
         replies += sum(1 for out in outputs if len(out.data) > 1_000_000)
     assert asked == 100
     assert 1 <= replies <= 3, replies
+
+
+# ------------------------------------------------------------ 9. hostile strings in the client
+
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\x9b31m\u202eevil"
+
+
+def hostile_broker(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> tuple[str, str, Callable[[], None]]:
+    """A fake broker whose every answer is an error with escape sequences in its
+    code and reason; (router, pub, close)."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind("tcp://127.0.0.1:0")
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:0")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if not router.poll(50):
+                continue
+            peer, frame = router.recv_multipart()
+            request = unpack(frame)
+            ref = request.get("id")
+            if request.get("type") == "sync":
+                # Let a client's readiness proof through, to reach its hello.
+                seen = SyncSeen(request["token"], ref)
+                pub.send(sync_topic(request["token"]) + pack(seen.to_wire()))
+                continue
+            answer = {"type": "error", "code": HOSTILE, "reason": HOSTILE, "re": ref}
+            router.send_multipart([peer, pack(answer)])
+        router.close(0)
+        pub.close(0)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    endpoints = (
+        router.getsockopt_string(zmq.LAST_ENDPOINT),
+        pub.getsockopt_string(zmq.LAST_ENDPOINT),
+    )
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(5)
+
+    return (*endpoints, close)
+
+
+def assert_inert(text: str) -> None:
+    for bad in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert bad not in text, repr(text)
+
+
+def test_a_hostile_error_code_reaches_no_terminal(
+    zchat_proc: Callable[..., ZchatProcess], zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    router, pub, close = hostile_broker(zctx)
+    try:
+        ping = zchat_proc("ping", "--router", router)
+        ping.wait(15)
+        ping.expect("broker at")
+        refused = zchat_proc("client", "--nick", "alice", "--router", router, "--pub", pub)
+        refused.wait(15)
+        # The reader threads have seen everything once the process has exited.
+        ping.events()
+        refused.events()
+        for proc in (ping, refused):
+            assert_inert("\n".join(proc.seen + proc.stderr_lines))
+        assert any("evil" in line for line in refused.stderr_lines + refused.seen)
+    finally:
+        close()
+
+
+async def test_json_mode_escapes_c1_and_bidi_from_other_users(
+    zchat_proc: Callable[..., ZchatProcess], make_broker: Callable[..., BrokerThread]
+) -> None:
+    broker = make_broker()
+    watcher = start_client(zchat_proc, broker, "watcher", "--json")
+    watcher.expect_json(type="join", nick="watcher")
+    mallory = start_client(zchat_proc, broker, "mallory")
+    watcher.expect_json(type="join", nick="mallory")
+    mallory.send("hi " + HOSTILE)
+    line = watcher.expect(lambda text: '"msg"' in text and "mallory" in text)
+    assert_inert(line)
+    assert json.loads(line)["text"] == "hi " + HOSTILE

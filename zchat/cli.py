@@ -23,7 +23,7 @@ from zchat.logs import setup_logging
 from zchat.protocol.names import check_nick
 from zchat.ui.bot import BotConfig, BotError, Show, parse_lines, read_script, run_bot
 from zchat.ui.chat import ChatConfig, run_chat
-from zchat.ui.render import error_line
+from zchat.ui.render import clean, error_line
 from zchat.ui.stats import run_stats
 
 _T = TypeVar("_T")
@@ -341,7 +341,8 @@ def ping(
     not_registered": that answer is the proof of life.
     """
     reply = call(lambda: send_ping(router, timeout, curve=curve_keys(server_key, key)))
-    typer.echo(f"zchat: broker at {router} {reply.describe()}")
+    # The answer's code comes from whatever answered: clean it like any wire text.
+    typer.echo(f"zchat: broker at {clean(router)} {clean(reply.describe())}")
 
 
 @app.command()

@@ -72,7 +72,9 @@ class LineMode:
 
     def show_event(self, event: ClientEvent) -> None:
         if self.json_mode:
-            self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
+            # ensure_ascii: C1 controls (U+009B is a CSI) and bidi overrides in other
+            # users' text reach the terminal as \u escapes, inert.
+            self.out.write(json.dumps(event.to_json(), ensure_ascii=True) + "\n")
             self.out.flush()
             return
         line = format_event(event, own_nick=self.client.nick, room=self.room)
