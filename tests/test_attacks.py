@@ -12,6 +12,7 @@ import contextlib
 import json
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from helpers import start_broker, start_client
 from measure import rss_mib
 from test_core import A, B, C, Conversation
 
+from zchat.broker.core import BrokerCore
 from zchat.broker.store import NICKS_PER_KEY, MemoryStore, SqliteStore, Store
 from zchat.curve import CurveKeys, CurveServer, apply_client
 from zchat.protocol import pack, unpack
@@ -290,6 +292,9 @@ def test_one_key_claiming_many_nicks_cannot_take_anothers(
     conv.hello(B, "mallory", key="mallory-key")
     for n in range(claims):
         conv.send(B, key="mallory-key", type="nick", nick=f"m{n}")
+        if n % 100 == 0:
+            store.flush()  # as the broker does after each batch
+    store.flush()
     assert conv.hello(C, "alice", key="mallory-key")["code"] == "nick_taken"
     assert store.owner("alice") == "alice-key"
     owned = [n for n in range(claims) if store.owner(f"m{n}") == "mallory-key"]
@@ -407,3 +412,76 @@ async def test_json_mode_escapes_c1_and_bidi_from_other_users(
     line = watcher.expect(lambda text: '"msg"' in text and "mallory" in text)
     assert_inert(line)
     assert json.loads(line)["text"] == "hi " + HOSTILE
+
+
+# ------------------------------------------------------------ 7. disk faults
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def durable_conversation(path: Path, clock: FakeClock) -> tuple[Conversation, SqliteStore]:
+    store = SqliteStore(path, 50, clock=clock)
+    conv = Conversation(rate_limit=0)
+    conv.core = BrokerCore(conv.core.config, store=store, now=conv.now)
+    return conv, store
+
+
+def say_and_flush(conv: Conversation, store: SqliteStore, text: str) -> None:
+    conv.send(A, type="say", room="#r", text=text)
+    store.flush()  # as the broker does after each batch
+
+
+@pytest.mark.parametrize("fault", ["full", "locked"])
+def test_a_store_that_cannot_write_keeps_the_broker_serving(fault: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    conv, store = durable_conversation(tmp_path / "chat.db", clock)
+    conv.hello(A, "alice", rooms=["#r"])
+    say_and_flush(conv, store, "saved")
+    other = sqlite3.connect(tmp_path / "chat.db", isolation_level=None)
+    if fault == "full":
+        # A full disk as SQLite sees it: no page may be added (SQLITE_FULL).
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages}")
+    else:
+        other.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    for n in range(200):
+        say_and_flush(conv, store, f"kept {n} " + "x" * 1000)
+    assert store.failing is not None
+    (stats,) = conv.send(A, type="stats")
+    assert stats["unsaved"] == 50  # the last `history` events, bounded
+    # Served from memory meanwhile: history has what the disk refused.
+    (history,) = conv.send(A, type="history", room="#r", limit=3)
+    assert history["events"][-1]["text"].startswith("kept 199")
+    if fault == "full":
+        store._db.execute("PRAGMA max_page_count=1073741823")
+    else:
+        other.execute("ROLLBACK")
+    clock.now += SqliteStore.RETRY
+    store.flush()
+    assert store.failing is None
+    assert conv.send(A, type="stats")[0]["unsaved"] == 0
+    rows = other.execute("SELECT count(*), max(seq) FROM events WHERE room='#r'").fetchone()
+    assert rows == (50, 202)  # a join, "saved", then 200 more
+    other.close()
+    store.close()
+
+
+def test_a_second_broker_on_the_same_database_is_refused(
+    zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    db = tmp_path / "chat.db"
+    first = start_broker(zchat_proc, "--db", str(db))
+    second = zchat_proc(
+        "broker", "--router", "tcp://127.0.0.1:0", "--pub", "tcp://127.0.0.1:0", "--db", str(db)
+    )
+    assert second.wait(15) != 0
+    assert any("in use by another broker" in line for line in second.stderr_lines), (
+        second.stderr_lines
+    )
+    assert first.proc.proc.poll() is None

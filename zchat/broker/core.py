@@ -208,6 +208,7 @@ class BrokerCore:
             "errors": dict(c.errors),
             "drops": dict(c.drops),
             "leaves": dict(c.leaves),
+            "unsaved": self.store.unsaved,
         }
 
     def check_invariants(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def serve(
         store: Store | None = None
         if db is not None:
             try:
-                sqlite = SqliteStore(db, config.history, config.nicks_per_key)
+                sqlite = SqliteStore(db, config.history, config.nicks_per_key, clock=time.monotonic)
             except Exception as exc:
                 raise StartError(f"cannot open database {db}: {exc}") from None
             resources.append(sqlite.close)

@@ -8,12 +8,15 @@ drained batch, so one commit covers many events. WAL mode keeps readers
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import secrets
 import sqlite3
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 log = logging.getLogger("zchat.broker")
 
@@ -25,6 +28,10 @@ class Store(Protocol):
     #: True if what is appended survives a restart (the broker then commits
     #: each batch before sending it).
     durable: bool
+
+    @property
+    def unsaved(self) -> int:
+        """Events a durable store could not save yet (kept in memory, retried)."""
 
     def room_state(self, room: str) -> tuple[int, str] | None:
         """(last seq, topic) of a room the store knows, else None."""
@@ -54,6 +61,7 @@ class MemoryStore:
     """History in memory: a bounded deque per room, lost on restart."""
 
     durable = False
+    unsaved = 0
 
     def __init__(
         self,
@@ -127,93 +135,213 @@ CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
 """
 
 
+class StoreInUse(Exception):
+    """Another broker holds the database: two would overwrite each other's history."""
+
+
 class SqliteStore:
+    """History on disk. Writes wait in memory until :meth:`flush` commits them in
+    one transaction; a commit that fails (a full disk, a lock held by another
+    program) leaves them waiting, served from memory, and is retried a second
+    later: the broker keeps serving and says what is not saved."""
+
     durable = True
 
-    def __init__(self, path: Path | str, history: int, nicks_per_key: int = NICKS_PER_KEY) -> None:
+    #: Seconds between retries of a failed commit (given a ``clock``).
+    RETRY = 1.0
+
+    def __init__(
+        self,
+        path: Path | str,
+        history: int,
+        nicks_per_key: int = NICKS_PER_KEY,
+        *,
+        busy_timeout: float = 0.1,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._lock = _lock(Path(str(path) + ".lock"), path)
         # One thread at a time, but not always the one that opened it (a broker
-        # built in one thread may serve in another).
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        # built in one thread may serve in another). A short busy timeout: a
+        # lock held elsewhere must cost the broker's loop little; the batch waits.
+        try:
+            self._db = sqlite3.connect(
+                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+            if row is None:
+                self.epoch = secrets.token_hex(8)
+                self._db.execute("INSERT INTO meta VALUES ('epoch', ?)", (self.epoch,))
+            else:
+                self.epoch = str(row[0])
+        except BaseException:
+            self._lock.close()
+            raise
         self._history = history
         self._nicks_per_key = nicks_per_key
-        row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        if row is None:
-            self.epoch = secrets.token_hex(8)
-            self._db.execute("INSERT INTO meta VALUES ('epoch', ?)", (self.epoch,))
-        else:
-            self.epoch = str(row[0])
-        self._dirty = False
+        self._clock = clock
         self._seqs: dict[str, int] = {}
-        self._db.execute("BEGIN")
+        self._events: dict[str, deque[tuple[int, bytes]]] = {}
+        self._topics: dict[str, str] = {}
+        self._owners: dict[str, str] = {}
+        #: Why the last commit failed; None while commits succeed.
+        self.failing: str | None = None
+        self._retry_at = 0.0
+        self._failures = 0
+
+    @property
+    def unsaved(self) -> int:
+        """Events waiting in memory for a commit (0 unless commits fail)."""
+        return sum(len(events) for events in self._events.values())
 
     def room_state(self, room: str) -> tuple[int, str] | None:
-        row = self._db.execute("SELECT seq, topic FROM rooms WHERE room=?", (room,)).fetchone()
+        row = self._read("SELECT seq, topic FROM rooms WHERE room=?", (room,))
         pending = self._seqs.get(room)
-        if row is None:
-            return (pending, "") if pending is not None else None
-        return (pending if pending is not None else int(row[0]), str(row[1]))
+        topic = self._topics.get(room, str(row[0][1]) if row else "")
+        if not row:
+            if pending is None and room not in self._topics:
+                return None
+            return (pending or 0, topic)
+        return (pending if pending is not None else int(row[0][0]), topic)
 
     def append(self, room: str, seq: int, envelope: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO events VALUES (?, ?, ?)", (room, seq, envelope))
+        events = self._events.get(room)
+        if events is None:
+            # Older than the last ``history`` would be trimmed at commit anyway:
+            # what waits for a commit is bounded per room, however long it fails.
+            events = self._events[room] = deque(maxlen=self._history)
+        events.append((seq, envelope))
         self._seqs[room] = seq
-        self._dirty = True
 
     def fetch(self, room: str, after: int, before: int | None, limit: int) -> list[bytes]:
-        rows = self._db.execute(
-            "SELECT envelope FROM events WHERE room=? AND seq>? AND seq<?"
+        end = before if before is not None else 2**62
+        rows = self._read(
+            "SELECT seq, envelope FROM events WHERE room=? AND seq>? AND seq<?"
             " ORDER BY seq DESC LIMIT ?",
-            (room, after, before if before is not None else 2**62, limit),
-        ).fetchall()
-        return [bytes(r[0]) for r in reversed(rows)]
+            (room, after, end, limit),
+        )
+        found = {int(seq): bytes(env) for seq, env in rows}
+        for seq, env in self._events.get(room, ()):
+            if after < seq < end:
+                found[seq] = env
+        return [found[seq] for seq in sorted(found)[-limit:]]
 
     def set_topic(self, room: str, topic: str) -> None:
-        self._db.execute(
-            "INSERT INTO rooms (room, topic) VALUES (?, ?) "
-            "ON CONFLICT(room) DO UPDATE SET topic=excluded.topic",
-            (room, topic),
-        )
-        self._dirty = True
+        self._topics[room] = topic
 
     def forget(self, room: str) -> None:
         pass  # durable: the room is read back from disk when it is used again
 
     def owner(self, nick_key: str) -> str | None:
-        row = self._db.execute("SELECT key FROM owners WHERE nick=?", (nick_key,)).fetchone()
-        return str(row[0]) if row else None
+        pending = self._owners.get(nick_key)
+        if pending is not None:
+            return pending
+        row = self._read("SELECT key FROM owners WHERE nick=?", (nick_key,))
+        return str(row[0][0]) if row else None
 
     def set_owner(self, nick_key: str, key: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
-        # A key past its quota gives up its own oldest claims (rowids grow with
-        # each insert), never another key's: no key can evict someone's nick.
-        self._db.execute(
-            "DELETE FROM owners WHERE key=? AND rowid NOT IN"
-            " (SELECT rowid FROM owners WHERE key=? ORDER BY rowid DESC LIMIT ?)",
-            (key, key, self._nicks_per_key),
-        )
-        self._dirty = True
+        self._owners[nick_key] = key
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return []
 
     def flush(self) -> None:
-        """Commit the batch: room seqs, and history trimmed to the last ``history`` events."""
-        if not self._dirty:
+        """Commit what waits: events, room seqs and topics, nick claims; history
+        trimmed to the last ``history`` events of each room. Never raises."""
+        if not (self._events or self._seqs or self._topics or self._owners):
             return
-        for room, seq in self._seqs.items():
-            self._db.execute(
-                "INSERT INTO rooms (room, seq) VALUES (?, ?) "
-                "ON CONFLICT(room) DO UPDATE SET seq=excluded.seq",
-                (room, seq),
-            )
-            self._db.execute(
-                "DELETE FROM events WHERE room=? AND seq<=?", (room, seq - self._history)
-            )
+        if self.failing is not None and self._now() < self._retry_at:
+            return
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for room, events in self._events.items():
+                db.executemany(
+                    "INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
+                    [(room, seq, env) for seq, env in events],
+                )
+            for room, seq in self._seqs.items():
+                db.execute(
+                    "INSERT INTO rooms (room, seq) VALUES (?, ?) "
+                    "ON CONFLICT(room) DO UPDATE SET seq=excluded.seq",
+                    (room, seq),
+                )
+                db.execute(
+                    "DELETE FROM events WHERE room=? AND seq<=?", (room, seq - self._history)
+                )
+            for room, topic in self._topics.items():
+                db.execute(
+                    "INSERT INTO rooms (room, topic) VALUES (?, ?) "
+                    "ON CONFLICT(room) DO UPDATE SET topic=excluded.topic",
+                    (room, topic),
+                )
+            for nick_key, key in self._owners.items():
+                db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
+                # A key past its quota gives up its own oldest claims (rowids grow
+                # with each insert), never another key's: no key evicts someone's nick.
+                db.execute(
+                    "DELETE FROM owners WHERE key=? AND rowid NOT IN"
+                    " (SELECT rowid FROM owners WHERE key=? ORDER BY rowid DESC LIMIT ?)",
+                    (key, key, self._nicks_per_key),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self._failed(exc)
+            return
+        self._events.clear()
         self._seqs.clear()
-        self._db.execute("COMMIT")
-        self._db.execute("BEGIN")
-        self._dirty = False
+        self._topics.clear()
+        self._owners.clear()
+        if self.failing is not None:
+            log.warning("database writable again: history is saved again (%s before)", self.failing)
+            self.failing = None
+            self._failures = 0
+
+    def _now(self) -> float:
+        # Without a clock (tests), every flush retries.
+        return self._clock() if self._clock is not None else float("inf")
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        self._failures += 1
+        self._retry_at = self._now() + self.RETRY
+        count = self._failures
+        if self.failing is None or count & (count - 1) == 0:
+            log.error(
+                "database write failed (%s): history is kept in memory only, %d events"
+                " not saved; retrying every %gs (%d failures)",
+                exc,
+                self.unsaved,
+                self.RETRY,
+                count,
+            )
+        self.failing = str(exc)
 
     def close(self) -> None:
+        self._retry_at = 0.0
         self.flush()
-        self._db.execute("COMMIT")
+        if self.failing is not None:
+            log.error("closing with %d events not saved: %s", self.unsaved, self.failing)
         self._db.close()
+        self._lock.close()
+
+
+def _lock(lock_path: Path, db: Path | str) -> IO[bytes]:
+    """Hold an exclusive lock next to the database for the store's life."""
+    handle = open(lock_path, "ab")  # noqa: SIM115 -- held open until close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StoreInUse(
+            f"{db} is in use by another broker (it holds {lock_path}); stop it first"
+        ) from None
+    return handle
