@@ -485,3 +485,37 @@ def test_a_second_broker_on_the_same_database_is_refused(
         second.stderr_lines
     )
     assert first.proc.proc.poll() is None
+
+
+# ------------------------------------------------------------ 8. the memory budget
+
+
+def test_idle_rooms_cost_what_the_budget_says_and_no_more() -> None:
+    """docs/reliability.md: an empty room costs up to ``history`` envelopes, and at most
+    ``max_idle_rooms`` are kept; here at a scaled-down size, measured by tracemalloc."""
+    import tracemalloc
+
+    history, kept, text = 50, 20, "x" * 4000
+    conv = Conversation(rate_limit=0, history=history, max_idle_rooms=kept)
+    conv.hello(A, "alice")
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for n in range(3 * kept):
+            room = f"#r{n}"
+            conv.send(A, type="join", room=room)
+            for _ in range(history):
+                conv.core.receive(A, pack({"type": "say", "room": room, "text": text}), conv.now)
+            conv.core.receive(A, pack({"type": "leave", "room": room}), conv.now)
+        conv.published.clear()
+        conv.replies.clear()
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    envelope = len(
+        pack({"type": "msg", "room": "#r00", "nick": "alice", "text": text, "ts": 1.0, "seq": 50})
+    )
+    budget = kept * history * envelope
+    # Within 25% of the arithmetic: per-envelope bookkeeping is small beside 4 KB.
+    assert used < budget * 1.25, (used, budget)
+    assert len(conv.core.rooms.rooms) <= kept + 1  # and the room alice is still in

@@ -62,7 +62,7 @@ class BrokerConfig:
     #: How long the ids of a nick that left (not by ``bye``) are kept, in seconds.
     dedupe_ttl: float = 300.0
     #: Empty rooms whose seq, topic and history are kept in memory.
-    max_idle_rooms: int = 1000
+    max_idle_rooms: int = 100
     #: A ``history`` reply costs one more token per this many bytes, paid after it
     #: is sent (the bucket may go into debt): what one session can make the broker
     #: queue for it is bounded in bytes per second, not only in replies.
