@@ -519,3 +519,28 @@ def test_idle_rooms_cost_what_the_budget_says_and_no_more() -> None:
     # Within 25% of the arithmetic: per-envelope bookkeeping is small beside 4 KB.
     assert used < budget * 1.25, (used, budget)
     assert len(conv.core.rooms.rooms) <= kept + 1  # and the room alice is still in
+
+
+def test_the_database_is_bounded_in_rooms_too(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    store = SqliteStore(db, 5, max_rooms=10)
+    conv = Conversation(rate_limit=0, history=5)
+    conv.core = BrokerCore(conv.core.config, store=store, now=conv.now)
+    conv.hello(A, "alice")
+    for n in range(30):
+        room = f"#r{n}"
+        conv.send(A, type="join", room=room)
+        for _ in range(8):
+            conv.send(A, type="say", room=room, text="x" * 1000)
+        conv.send(A, type="leave", room=room)
+        store.flush()
+    reader = sqlite3.connect(db)
+    rooms = [r[0] for r in reader.execute("SELECT room FROM rooms ORDER BY used")]
+    events = reader.execute("SELECT count(*), count(DISTINCT room) FROM events").fetchone()
+    reader.close()
+    store.close()
+    assert len(rooms) == 10
+    assert "#r29" in rooms
+    assert "#r0" not in rooms
+    assert events[1] <= 10
+    assert events[0] <= 10 * 5

@@ -38,7 +38,13 @@ def serve(
         store: Store | None = None
         if db is not None:
             try:
-                sqlite = SqliteStore(db, config.history, config.nicks_per_key, clock=time.monotonic)
+                sqlite = SqliteStore(
+                    db,
+                    config.history,
+                    config.nicks_per_key,
+                    clock=time.monotonic,
+                    max_rooms=config.db_rooms,
+                )
             except Exception as exc:
                 raise StartError(f"cannot open database {db}: {exc}") from None
             resources.append(sqlite.close)

@@ -67,6 +67,8 @@ class BrokerConfig:
     #: is sent (the bucket may go into debt): what one session can make the broker
     #: queue for it is bounded in bytes per second, not only in replies.
     history_bytes_per_token: int = 65_536
+    #: Rooms a ``--db`` file keeps, the least recently written forgotten first.
+    db_rooms: int = 10_000
     #: Nicks one CURVE key may own at a time (claiming one more gives up its oldest).
     nicks_per_key: int = 10
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from zchat.errors import StartError
+
 log = logging.getLogger("zchat.broker")
 
 
@@ -135,7 +137,11 @@ CREATE TABLE IF NOT EXISTS owners (nick TEXT PRIMARY KEY, key TEXT NOT NULL);
 """
 
 
-class StoreInUse(Exception):
+#: Rooms a ``--db`` file keeps (each with at most ``--history`` events).
+MAX_ROOMS_ON_DISK = 10_000
+
+
+class StoreInUse(StartError):
     """Another broker holds the database: two would overwrite each other's history."""
 
 
@@ -158,6 +164,7 @@ class SqliteStore:
         *,
         busy_timeout: float = 0.1,
         clock: Callable[[], float] | None = None,
+        max_rooms: int = MAX_ROOMS_ON_DISK,
     ) -> None:
         self._lock = _lock(Path(str(path) + ".lock"), path)
         # One thread at a time, but not always the one that opened it (a broker
@@ -170,6 +177,12 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(rooms)")}
+            if "used" not in columns:  # a database from before the total bound
+                self._db.execute("ALTER TABLE rooms ADD COLUMN used INTEGER NOT NULL DEFAULT 0")
+            self._generation = int(
+                self._db.execute("SELECT coalesce(max(used), 0) FROM rooms").fetchone()[0]
+            )
             row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
             if row is None:
                 self.epoch = secrets.token_hex(8)
@@ -181,6 +194,7 @@ class SqliteStore:
             raise
         self._history = history
         self._nicks_per_key = nicks_per_key
+        self._max_rooms = max_rooms
         self._clock = clock
         self._seqs: dict[str, int] = {}
         self._events: dict[str, deque[tuple[int, bytes]]] = {}
@@ -280,6 +294,23 @@ class SqliteStore:
                     "INSERT INTO rooms (room, topic) VALUES (?, ?) "
                     "ON CONFLICT(room) DO UPDATE SET topic=excluded.topic",
                     (room, topic),
+                )
+            self._generation += 1
+            for room in {*self._seqs, *self._topics}:
+                db.execute("UPDATE rooms SET used=? WHERE room=?", (self._generation, room))
+            # The file is bounded in total too: past ``max_rooms`` rooms, those
+            # written least recently go, with their history.
+            excess = db.execute("SELECT count(*) FROM rooms").fetchone()[0] - self._max_rooms
+            if excess > 0:
+                db.execute(
+                    "DELETE FROM events WHERE room IN"
+                    " (SELECT room FROM rooms ORDER BY used LIMIT ?)",
+                    (excess,),
+                )
+                db.execute(
+                    "DELETE FROM rooms WHERE room IN"
+                    " (SELECT room FROM rooms ORDER BY used LIMIT ?)",
+                    (excess,),
                 )
             for nick_key, key in self._owners.items():
                 db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (nick_key, key))
