@@ -544,3 +544,41 @@ def test_the_database_is_bounded_in_rooms_too(tmp_path: Path) -> None:
     assert "#r0" not in rooms
     assert events[1] <= 10
     assert events[0] <= 10 * 5
+
+
+def test_non_reading_peers_asking_for_history_cost_little_memory(
+    zchat_proc: Callable[..., ZchatProcess], zctx: zmq.Context[zmq.Socket[bytes]], long_run: bool
+) -> None:
+    broker = start_broker(zchat_proc)
+    text = "x" * 4000
+    writers = []
+    for n in range(13):  # a burst of 40 each: 520 messages without waiting
+        sock = dealer(zctx, broker.router)
+        sock.send(pack({"type": "hello", "v": 1, "nick": f"w{n}", "rooms": ["#big"], "id": "h"}))
+        recv_until(sock, lambda f: unpack(f).get("re") == "h")
+        writers.append(sock)
+    for n in range(520):
+        writers[n % 13].send(pack({"type": "say", "room": "#big", "text": text}))
+    observer = dealer(zctx, broker.router)  # unregistered: its stats cost no one's tokens
+    wait_stats(observer, lambda s: s["messages"] >= 500)
+    peers = 8 if long_run else 4
+    readers = []
+    for n in range(peers):
+        sock = dealer(zctx, broker.router)
+        sock.setsockopt(zmq.RCVHWM, 1)  # reads nothing: replies pile up in the broker
+        sock.send(pack({"type": "hello", "v": 1, "nick": f"r{n}", "rooms": ["#big"], "id": "h"}))
+        recv_until(sock, lambda f: unpack(f).get("re") == "h")
+        readers.append(sock)
+    before = rss_mib(broker.proc.pid)
+    # Each asks 50 times a second (the rate allows 20 envelopes/s, burst 40).
+    asked = 0
+    for _ in range((7 if long_run else 3) * 50):
+        for sock in readers:
+            sock.send(pack({"type": "history", "room": "#big", "limit": 500}))
+            asked += 1
+        time.sleep(0.02)  # pacing the attack, not waiting for a result
+    stats = wait_stats(observer, lambda s: s["envelopes_in"] >= asked)
+    after = rss_mib(broker.proc.pid)
+    # Before the fix: about 2 MB per reply, 40 + 20/s replies per peer (42 MB to 1.7 GB).
+    assert after - before < 100, (before, after, stats["drops"])
+    assert broker.proc.proc.poll() is None
