@@ -38,6 +38,21 @@ ROOT = Path(__file__).resolve().parent.parent
 ANY_PORT = "tcp://127.0.0.1:0"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the attacks of tests/test_attacks.py at their full sizes (minutes, GBs)",
+    )
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True with ``--long``: attack tests use their full sizes, not the CI ones."""
+    return bool(request.config.getoption("--long"))
+
+
 class BrokerThread:
     """A real broker on ephemeral ports, served by a thread of the test process."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 
@@ -31,7 +32,6 @@ from zchat import (
     Status,
     TopicSet,
 )
-from zchat.broker.store import SqliteStore
 from zchat.protocol import split_pub_frame, unpack
 from zchat.protocol.events import RoomEvent
 
@@ -362,8 +362,10 @@ def test_cli_db_keeps_history_topics_and_seq_across_restart(
     robin.send("new")
     new = robin.expect_json(type="msg", text="new")
     assert new["seq"] == join["seq"] + 1
-    store = SqliteStore(db, 500)
+    # Read behind the running broker's back: a second SqliteStore would be refused.
+    reader = sqlite3.connect(db)
     try:
-        assert store.room_state("lobby") == (new["seq"], "Gotham")
+        row = reader.execute("SELECT seq, topic FROM rooms WHERE room='lobby'").fetchone()
+        assert tuple(row) == (new["seq"], "Gotham")
     finally:
-        store.close()
+        reader.close()

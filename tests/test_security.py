@@ -53,7 +53,7 @@ def test_first_key_owns_a_nick_and_no_other_key_gets_it() -> None:
     conv = Conversation()
     assert conv.hello(A, "Robin", key="key-1")["type"] == "welcome"
     assert conv.hello(B, "ROBIN", key="key-2")["code"] == "nick_taken"
-    conv.send(A, type="bye")
+    conv.send(A, key="key-1", type="bye")
     # Free, but owned: only key-1 may have it.
     assert conv.hello(B, "Robin", key="key-2")["code"] == "nick_taken"
     assert conv.hello(B, "Robin")["code"] == "nick_taken"  # no key at all
@@ -64,11 +64,11 @@ def test_a_nick_change_claims_the_new_nick_and_respects_owners() -> None:
     conv = Conversation()
     conv.hello(A, "Robin", key="key-1")
     conv.hello(B, "Batman", key="key-2")
-    (err,) = conv.send(B, type="nick", nick="robin")
+    (err,) = conv.send(B, key="key-2", type="nick", nick="robin")
     assert err["code"] == "nick_taken"
-    (ok,) = conv.send(A, type="nick", nick="Redbird")
+    (ok,) = conv.send(A, key="key-1", type="nick", nick="Redbird")
     assert ok["new"] == "Redbird"
-    conv.send(A, type="bye")
+    conv.send(A, key="key-1", type="bye")
     assert conv.hello(C, "Redbird", key="key-2")["code"] == "nick_taken"
 
 
@@ -109,8 +109,9 @@ def test_envelope_fields_cannot_change_the_stamped_nick() -> None:
     conv = Conversation()
     conv.hello(A, "Robin", key="key-1")
     conv.hello(B, "Batman", key="key-2")
-    conv.send(B, type="say", room="lobby", text="hi", nick="Robin", key="key-1")
-    conv.send(B, type="dm", to="Robin", text="psst", nick="Robin")
+    claim = {"type": "say", "room": "lobby", "text": "hi", "nick": "Robin", "key": "key-1"}
+    conv.raw(B, pack(claim), key="key-2")
+    conv.send(B, key="key-2", type="dm", to="Robin", text="psst", nick="Robin")
     (msg,) = conv.events("msg")
     assert msg["nick"] == "Batman"
     dms = [env for peer, env in conv.replies if peer == A and env["type"] == "dm"]
@@ -122,7 +123,7 @@ def test_bye_and_hello_again_does_not_refill_the_bucket() -> None:
     conv.hello(A, "Robin", key="key-1", rooms=["a", "b", "c"])
     refused = 0
     for _ in range(10):
-        conv.send(A, type="bye")
+        conv.send(A, key="key-1", type="bye")
         welcome = conv.send(A, key="key-1", type="hello", v=1, nick="Robin", rooms=["a", "b", "c"])
         if welcome[0]["type"] == "error":
             assert welcome[0]["code"] == "rate_limited"
@@ -138,11 +139,11 @@ def test_flooder_is_dropped_and_comes_back_with_its_penalty() -> None:
     conv.hello(A, "Flooder", key="key-1")
     conv.hello(B, "Robin", key="key-2")
     for _ in range(40):
-        conv.send(A, type="say", room="lobby", text="flood")
+        conv.send(A, key="key-1", type="say", room="lobby", text="flood")
     assert [(e["nick"], e["reason"]) for e in conv.events("leave")] == [("Flooder", "flood")]
     # Straight back from another connection with the same key: still no tokens.
     assert conv.hello(C, "Flooder", key="key-1")["code"] == "rate_limited"
-    conv.send(B, type="say", room="lobby", text="still here")
+    conv.send(B, key="key-2", type="say", room="lobby", text="still here")
     assert conv.events("msg")[-1]["nick"] == "Robin"
     assert conv.core.counters.errors["rate_limited"] > 0
 
@@ -158,11 +159,11 @@ def test_limits_on_clients_and_rooms() -> None:
     conv.core.check_invariants()
 
 
-def test_memory_store_forgets_the_oldest_claims_past_its_bound() -> None:
+def test_memory_store_past_its_bound_records_no_new_claim_and_evicts_none() -> None:
     store = MemoryStore(10, max_owners=3)
     for n in range(5):
         store.set_owner(f"nick{n}", f"key{n}")
-    assert [store.owner(f"nick{n}") for n in range(5)] == [None, None, "key2", "key3", "key4"]
+    assert [store.owner(f"nick{n}") for n in range(5)] == ["key0", "key1", "key2", None, None]
 
 
 def test_sqlite_store_keeps_owners_across_a_restart(tmp_path: Path) -> None:

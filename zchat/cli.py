@@ -31,7 +31,7 @@ from zchat.ui.config import default_path as default_config_path
 from zchat.ui.config import load as load_config
 from zchat.ui.noise import CROWD, Joins
 from zchat.ui.personal import Notify
-from zchat.ui.render import error_json, error_line
+from zchat.ui.render import clean, error_json, error_line
 from zchat.ui.stats import run_stats
 
 _T = TypeVar("_T")
@@ -481,7 +481,8 @@ def ping(
     not_registered": that answer is the proof of life.
     """
     reply = call(lambda: send_ping(router, timeout, curve=curve_keys(server_key, key)))
-    typer.echo(f"zchat: broker at {router} {reply.describe()}")
+    # The answer's code comes from whatever answered: clean it like any wire text.
+    typer.echo(f"zchat: broker at {clean(router)} {clean(reply.describe())}")
 
 
 @app.command()

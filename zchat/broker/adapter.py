@@ -20,6 +20,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from zchat.broker.auth import BrokerAuth, check_refuses_unknown
 from zchat.broker.core import BrokerCore
+from zchat.broker.routing import chosen, seed_routing_ids
 from zchat.broker.state import BrokerConfig, Output, Publish
 from zchat.broker.store import Store
 from zchat.curve import CurveServer, apply_server
@@ -31,6 +32,12 @@ log = logging.getLogger("zchat.broker")
 DEFAULT_ROUTER = "tcp://127.0.0.1:5555"
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 
+#: Longest subscription message the PUB accepts (a longer one closes the
+#: connection): a flag byte and a topic, at most "#" + a room of 64 characters
+#: of up to 4 bytes + a terminator, or a short sync token.
+MAX_SUBSCRIPTION = 1024
+#: Replies queued for one peer before more are dropped (libzmq's default is 1000).
+ROUTER_SNDHWM = 100
 #: Envelopes handled per wake-up before timers get a turn.
 _DRAIN_BATCH = 1000
 #: Longest sleep in poll, so a stop request is seen promptly.
@@ -69,8 +76,13 @@ class Broker:
         #: Called after each drained batch with (envelopes, seconds from the first
         #: receive to the last send); the metrics exporter's latency histogram.
         self.on_batch: Callable[[int, float], None] | None = None
+        # libzmq reads the first routing id it will generate when the ROUTER is made.
+        seed_routing_ids()
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # What libzmq queues for a peer that does not read is bounded in messages
+        # only: this many times the largest reply (a history of about 2.2 MB).
+        self.router.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_FRAME)
         # libzmq's default listen backlog (100) drops the SYNs of a crowd reconnecting
         # at once (a broker restart), costing each 1-30 s of TCP retries; the kernel
@@ -78,6 +90,9 @@ class Broker:
         self.router.setsockopt(zmq.BACKLOG, 4096)
         self.pub = self._socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, pub_hwm)
+        # Subscriptions are the only thing a PUB reads, and libzmq buffers each
+        # whole: unbounded, one 16 MB subscription cost +733 MB of RSS.
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
         # Connections that close (a killed client) are noticed at once, not after three
         # silent heartbeats: the monitor reports the socket's fd, which each peer's
         # first message maps to its routing id (zmq.SRCFD).
@@ -121,22 +136,31 @@ class Broker:
         poller.register(self._monitor, zmq.POLLIN)
         interval = self.core.tick_interval
         next_tick = self._clock() + interval
+        caught_up = self._clock()
         while not self._stop.is_set():
             wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
             ready = dict(poller.poll(int(wait * 1000)))
             if self.router in ready:
-                self._drain()
+                started, emptied = self._drain()
+                if emptied:
+                    # All that arrived before the drain began was read, and stamped
+                    # with its start: a slow drain (one huge message) shows no one silent.
+                    caught_up = started
+            else:
+                caught_up = self._clock()
             if self._monitor in ready:
                 self._read_monitor()
             now = self._clock()
             if now >= next_tick:
                 # Commit first, as _drain does: timeouts publish leave events too.
-                outputs = self.core.tick(now)
+                outputs = self.core.tick(now, caught_up=caught_up)
                 self.core.store.flush()
                 self._send(outputs)
                 next_tick = now + interval
 
-    def _drain(self) -> None:
+    def _drain(self) -> tuple[float, bool]:
+        """Handle up to a batch of envelopes; (the time they were stamped with,
+        whether the queue was left empty)."""
         router = self.router
         core = self.core
         curve = self._curve is not None
@@ -147,15 +171,32 @@ class Broker:
         # With a durable store, nothing goes out before it is committed: a broker
         # killed mid-batch must never hand out again a seq that clients have seen.
         held: list[Output] | None = [] if core.store.durable else None
+        emptied = False
         for _ in range(_DRAIN_BATCH):
             try:
                 peer = router.recv(zmq.NOBLOCK)
             except zmq.Again:
+                emptied = True
                 break
             handled += 1
+            if chosen(peer):
+                # A peer that picks its own routing id could present another
+                # connection's: it never acts as anyone (see zchat.broker.routing).
+                self._skip_rest()
+                core.counters.drops["chosen_routing_id"] += 1
+                count = core.counters.drops["chosen_routing_id"]
+                if count & (count - 1) == 0:
+                    log.warning(
+                        "dropped an envelope from a peer-chosen routing id (%d so far)", count
+                    )
+                continue
             # A ROUTER always has at least one frame after the routing id. Per-frame
             # .more is much cheaper than recv_multipart's RCVMORE lookups.
             frame = router.recv(copy=False)
+            # libzmq hands over a message only whole, and the next one only after
+            # every frame of this one has been read: the rest cannot be skipped,
+            # only read without copying (about 3 us a frame). run() keeps the time
+            # this takes from counting against anyone's heartbeats.
             frames = 1
             last = frame
             while last.more:
@@ -181,6 +222,11 @@ class Broker:
             self._send(held)
         if self.on_batch is not None and handled:
             self.on_batch(handled, time.perf_counter() - started)
+        return now, emptied
+
+    def _skip_rest(self) -> None:
+        while self.router.recv(copy=False).more:
+            pass
 
     def _track(self, peer: bytes, frame: zmq.Frame, now: float, out: list[Output]) -> None:
         """Remember which connection (fd) ``peer`` arrived on."""

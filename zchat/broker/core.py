@@ -103,7 +103,9 @@ class BrokerCore:
         fast_path: bool = True,
     ) -> None:
         self.config = config or BrokerConfig()
-        self.store: Store = store or MemoryStore(self.config.history)
+        self.store: Store = store or MemoryStore(
+            self.config.history, nicks_per_key=self.config.nicks_per_key
+        )
         self.counters = Counters()
         #: Counters kept outside the core (the ZAP handler's refusals), merged into
         #: ``snapshot``; set by whoever runs the broker.
@@ -149,7 +151,10 @@ class BrokerCore:
         out: list[Output] = []
         self.counters.envelopes_in += 1
         session = self.registry.seen(peer, now)
-        if self._fast_path and session is not None and frames == 1 and key == session.key:
+        if session is not None and session.key != key:
+            self._stale(session, now, out)
+            session = None
+        if self._fast_path and session is not None and frames == 1:
             # Most of what a busy broker reads: answered without building a command.
             if frame == _PING:
                 self.counters.replies += 1
@@ -180,11 +185,17 @@ class BrokerCore:
             self._error(peer, session, exc, ref, now, out, health_check=isinstance(command, Ping))
         return out
 
-    def tick(self, now: float) -> list[Output]:
-        """Expire silent sessions and stale dedupe ids."""
+    def tick(self, now: float, *, caught_up: float | None = None) -> list[Output]:
+        """Expire silent sessions and stale dedupe ids.
+
+        ``caught_up``: the latest time by which the broker had read everything
+        that had arrived (default ``now``). Silence is measured up to it, so time
+        the broker spent busy, with heartbeats waiting unread, counts against no one.
+        """
         now = self._clock(now)
         out: list[Output] = []
-        deadline = now - self.config.heartbeat * self.config.liveness
+        read_until = now if caught_up is None else min(now, caught_up)
+        deadline = read_until - self.config.heartbeat * self.config.liveness
         for session in self.registry.silent_since(deadline):
             self._drop(session, LeaveReason.TIMEOUT, None, now, out)
         for session in self.registry.closed_by(now):
@@ -243,6 +254,7 @@ class BrokerCore:
             "errors": dict(c.errors),
             "drops": dict(c.drops),
             "leaves": dict(c.leaves),
+            "unsaved": self.store.unsaved,
             **(self.extra_stats() if self.extra_stats is not None else {}),
         }
 
@@ -444,6 +456,14 @@ class BrokerCore:
             )
         self._welcome(session, hello.id, out)
 
+    def _stale(self, session: Session, now: float, out: list[Output]) -> None:
+        # Another key on this routing id: libzmq gives an id to one connection at
+        # a time, so the session's own connection is gone. The newcomer is a
+        # stranger; it must never act as (or be sent what is meant for) the session.
+        log.warning("%s: another key presented its routing id; session ended", session.nick)
+        self.counters.drops["key_mismatch"] += 1
+        self._drop(session, LeaveReason.TIMEOUT, None, now, out)
+
     def _drop(
         self,
         session: Session,
@@ -587,6 +607,8 @@ class BrokerCore:
         )
         self.counters.replies += 1
         out.append(Reply(session.peer, data))
+        if session.bucket.rate > 0:
+            session.bucket.tokens -= len(data) // self.config.history_bytes_per_token
 
     def _list(self, session: Session, command: List, now: float, out: list[Output]) -> None:
         occupied = [r for r in self.rooms.rooms.values() if r.members]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +40,13 @@ def serve(
         store: Store | None = None
         if db is not None:
             try:
-                sqlite = SqliteStore(db, config.history)
+                sqlite = SqliteStore(
+                    db,
+                    config.history,
+                    config.nicks_per_key,
+                    clock=time.monotonic,
+                    max_rooms=config.db_rooms,
+                )
             except Exception as exc:
                 raise StartError(f"cannot open database {db}: {exc}") from None
             resources.append(sqlite.close)

@@ -71,7 +71,15 @@ class BrokerConfig:
     #: How long the ids of a nick that left (not by ``bye``) are kept, in seconds.
     dedupe_ttl: float = 300.0
     #: Empty rooms whose seq, topic and history are kept in memory.
-    max_idle_rooms: int = 1000
+    max_idle_rooms: int = 100
+    #: A ``history`` reply costs one more token per this many bytes, paid after it
+    #: is sent (the bucket may go into debt): what one session can make the broker
+    #: queue for it is bounded in bytes per second, not only in replies.
+    history_bytes_per_token: int = 65_536
+    #: Rooms a ``--db`` file keeps, the least recently written forgotten first.
+    db_rooms: int = 10_000
+    #: Nicks one CURVE key may own at a time (claiming one more gives up its oldest).
+    nicks_per_key: int = 10
 
     def limits(self) -> Limits:
         """The limits a ``welcome`` announces."""

@@ -97,7 +97,9 @@ class LineMode:
         self.out.flush()
 
     def _write_json(self, obj: Mapping[str, Any]) -> None:
-        self._write(json.dumps(obj, ensure_ascii=False))
+        # ensure_ascii: C1 controls (U+009B is a CSI) and bidi overrides in other
+        # users' text reach the terminal as \u escapes, inert.
+        self._write(json.dumps(obj, ensure_ascii=True))
 
     def show_info(
         self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
