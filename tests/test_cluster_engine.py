@@ -19,6 +19,7 @@ from zchat.broker.cluster.engine import (
     Append,
     DirectDelivery,
     Engine,
+    Renewal,
     RoomDelivery,
     Unavailable,
     connect,
@@ -285,9 +286,11 @@ def test_redis_down_is_unavailable_and_a_restart_is_survived(
 
     def works() -> bool:
         try:
-            a.renew()
+            renewal = a.renew()
         except Unavailable:
             return False
+        # Persisted: the same epoch, and the lease (5 s) outlived the restart.
+        assert renewal == Renewal(epoch_changed=False, lapsed=False)
         return True
 
     until(works, "the engine to reach Redis again", timeout=20)
@@ -297,3 +300,18 @@ def test_redis_down_is_unavailable_and_a_restart_is_survived(
     assert [msgpack.unpackb(e)["text"] for e in a.fetch("lobby", 0, None, 10).envelopes] == [
         "before", "after",
     ]  # fmt: skip
+
+
+def test_a_lapsed_lease_and_a_lost_dataset_are_reported(
+    server: Server, make_engine: Callable[..., Engine]
+) -> None:
+    a = make_engine("a", lease=0.2)
+    epoch = a.epoch
+    until(lambda: a.client.exists(keys.node_lease("a")) == 0, "the lease to run out")
+    assert a.renew() == Renewal(epoch_changed=False, lapsed=True)
+    assert a.renew() == Renewal(epoch_changed=False, lapsed=False)
+    _flush(server)
+    assert a.renew() == Renewal(epoch_changed=True, lapsed=True)
+    assert a.epoch != epoch
+    (first,) = a.append([say("lobby", "ann", "new epoch")])
+    assert (first.seq, first.epoch) == (1, a.epoch)

@@ -101,6 +101,17 @@ Delivery = RoomDelivery | DirectDelivery
 
 
 @dataclass(frozen=True, slots=True)
+class Renewal:
+    #: Redis lost its data (restarted without persistence, flushed, failed over to an
+    #: empty replica): every room starts over in a new epoch, as after a broker restart.
+    epoch_changed: bool
+    #: This node's lease ran out before it was renewed: the survivors may have
+    #: published leaves for its sessions and freed their nicks, so its sessions
+    #: must register again.
+    lapsed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     ok: bool
     #: When ``ok``: the node that held the nick before ("" if it was free); else the holder.
@@ -203,22 +214,24 @@ class Engine:
         self.renew()
         return self.epoch
 
-    def renew(self) -> bool:
-        """Renew this node's lease and read the epoch; True if the epoch changed
-        (Redis lost its data: every room starts over, as after a single broker's restart).
-        """
+    def renew(self) -> Renewal:
+        """Renew this node's lease (call at least every third of it) and read the epoch."""
         fresh = secrets.token_hex(8)
 
         def fill(pipe: Any) -> None:
             pipe.set(keys.EPOCH, fresh, nx=True, get=True)
-            pipe.set(keys.node_lease(self.node), self.epoch or fresh, px=self.lease_ms)
+            pipe.set(keys.node_lease(self.node), "1", px=self.lease_ms, get=True)
             pipe.zadd(keys.NODES, {self.node: 0}, nx=True)
 
-        old, _, _ = self._run(fill)
-        epoch = old.decode() if isinstance(old, bytes) else fresh
-        changed = bool(self.epoch) and epoch != self.epoch
+        old_epoch, old_lease, _ = self._run(fill)
+        epoch = old_epoch.decode() if isinstance(old_epoch, bytes) else fresh
+        first = not self.epoch
+        renewal = Renewal(
+            epoch_changed=not first and epoch != self.epoch,
+            lapsed=not first and old_lease is None,
+        )
         self.epoch = epoch
-        return changed
+        return renewal
 
     def leave_cluster(self) -> None:
         """A clean stop: no lease, no session records, nothing left to reap."""
