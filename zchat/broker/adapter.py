@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import zmq
 import zmq.backend
 
 from zchat.broker.auth import BrokerAuth, check_refuses_unknown
 from zchat.broker.core import BrokerCore
+from zchat.broker.shared import Shared
 from zchat.broker.state import BrokerConfig, Output, Publish
 from zchat.broker.store import Store
 from zchat.curve import CurveServer, apply_server
@@ -36,6 +38,23 @@ _MAX_POLL = 0.1
 _send_frame = zmq.backend.Socket.send
 
 
+class Cluster(Shared, Protocol):
+    """A broker's part in a cluster (``zchat.broker.cluster.node.ClusterNode``):
+    the core's seam to shared state, plus a socket the loop polls beside the ROUTER."""
+
+    def bind(self, core: BrokerCore) -> None: ...
+
+    def fileno(self) -> int | None:
+        """A file descriptor that becomes readable when :meth:`ready` has work."""
+
+    def ready(self) -> list[Output]:
+        """What arrived from the other brokers, to send; never blocks for long."""
+
+    def tick(self, now: float) -> list[Output]: ...
+
+    def close(self) -> None: ...
+
+
 class Broker:
     """Bind, serve until :meth:`stop`, then :meth:`close`. One thread only."""
 
@@ -50,10 +69,14 @@ class Broker:
         curve: CurveServer | None = None,
         pub_hwm: int = 10_000,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
         self._clock = clock
-        self.core = BrokerCore(self.config, store=store, now=clock())
+        self.core = BrokerCore(self.config, store=store, now=clock(), shared=cluster)
+        self.cluster = cluster
+        if cluster is not None:
+            cluster.bind(self.core)
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._curve = curve
@@ -108,14 +131,29 @@ class Broker:
         poller.register(self.router, zmq.POLLIN)
         interval = self.core.tick_interval
         next_tick = self._clock() + interval
+        cluster = self.cluster
+        cluster_fd: int | None = None
         while not self._stop.is_set():
+            if cluster is not None:
+                # The cluster's connection can change (Redis came back): poll the current one.
+                fd = cluster.fileno()
+                if fd != cluster_fd:
+                    if cluster_fd is not None:
+                        poller.unregister(cluster_fd)
+                    if fd is not None:
+                        poller.register(fd, zmq.POLLIN)
+                    cluster_fd = fd
             wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
             if poller.poll(int(wait * 1000)):
                 self._drain()
+            if cluster is not None:
+                self._send(cluster.ready())
             now = self._clock()
             if now >= next_tick:
                 # Commit first, as _drain does: timeouts publish leave events too.
                 outputs = self.core.tick(now)
+                if cluster is not None:
+                    outputs += cluster.tick(now)
                 self.core.store.flush()
                 self._send(outputs)
                 next_tick = now + interval
@@ -185,6 +223,8 @@ class Broker:
             self._send(self.core.shutdown(self._clock()))
             # Give the farewell events a moment on the wire; bounded, never a hang.
             self.pub.setsockopt(zmq.LINGER, 500)
+        if self.cluster is not None:
+            self.cluster.close()
         self.router.close(0)
         self.pub.close()
         if self.auth is not None:

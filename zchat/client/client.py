@@ -436,6 +436,8 @@ class Client(Link):
             # Start afresh, as the guide's Lazy Pirate does: whatever the old sockets
             # hold (a backlog for a session that is gone, a stalled pipe) goes with them.
             await self._stop_sockets()
+            # Given several brokers (a cluster), try the next: this one went away.
+            self._next_broker()
             self._start_sockets(self._new_dealer())
             try:
                 await self._register(loop.time() + max(self.connect_timeout, 3 * self.heartbeat))

@@ -9,6 +9,7 @@ with a typed error instead of acknowledging something that was not stored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -326,6 +327,19 @@ class Engine:
         packed = msgpack.packb([nick, resume, list(rooms)])
         self._run(lambda pipe: pipe.hset(keys.node_sessions(self.node), fold, packed))
 
+    def take_session(self, node: str, fold: str) -> tuple[str, list[str]] | None:
+        """Remove another node's record of a session (taken over here): (nick, rooms)."""
+
+        def fill(pipe: Any) -> None:
+            pipe.hget(keys.node_sessions(node), fold)
+            pipe.hdel(keys.node_sessions(node), fold)
+
+        packed, _ = self._run(fill)
+        if packed is None:
+            return None
+        nick, _, rooms = msgpack.unpackb(packed)
+        return str(nick), [str(r) for r in rooms]
+
     def forget_session(self, fold: str) -> None:
         self._run(lambda pipe: pipe.hdel(keys.node_sessions(self.node), fold))
 
@@ -453,6 +467,26 @@ class Engine:
                 channels.discard(message["channel"].decode())
             elif message["type"] == "message":
                 self._early.append(message)
+
+    def resubscribe(self, rooms: Sequence[str]) -> None:
+        """A fresh subscription connection (after Redis was away), to ``rooms``."""
+        if self._pubsub is not None:
+            # The old connection is likely broken already: that is why we are here.
+            with contextlib.suppress(RedisError):
+                self._pubsub.close()
+        self._pubsub = None
+        self._channels.clear()
+        self._early.clear()
+        self.subscribe(rooms)
+
+    def fileno(self) -> int | None:
+        """The subscription connection's socket, to poll beside the broker's own."""
+        try:
+            pubsub = self._subscriber()
+        except RedisError as exc:
+            raise Unavailable(str(exc)) from None
+        sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
+        return sock.fileno() if sock is not None else None
 
     def unsubscribe(self, rooms: Sequence[str]) -> None:
         channels = [keys.room_channel(r) for r in rooms if keys.room_channel(r) in self._channels]
