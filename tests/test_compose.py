@@ -125,10 +125,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- the file itself
 
 
+def cluster_services(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What ``docker compose --profile cluster up`` adds (docs/cluster.md)."""
+    return {n: svc for n, svc in services(spec).items() if "cluster" in svc.get("profiles", [])}
+
+
 def test_compose_file_shape() -> None:
     spec = load()
     assert "name" not in spec, "docker-compose 1.29 rejects a top-level name"
-    every = services(spec)
+    every = {n: svc for n, svc in services(spec).items() if n not in cluster_services(spec)}
     defaults = default_services(spec)
     builders = [name for name, svc in every.items() if "build" in svc]
     assert builders == ["broker"], "one service builds the image"
@@ -154,10 +159,39 @@ def test_compose_file_shape() -> None:
     assert health[:3] == ["CMD", "zchat", "ping"]
 
 
+def test_cluster_profile_shape() -> None:
+    spec = load()
+    cluster = cluster_services(spec)
+    assert cluster["redis"]["image"].startswith("redis:")
+    assert "--appendonly" in cluster["redis"]["command"]
+    nodes = {n: svc for n, svc in cluster.items() if command(svc) == ["broker"]}
+    assert len(nodes) == 3
+    ids = set()
+    for svc in nodes.values():
+        env = environment(svc)
+        assert env["ZCHAT_CLUSTER"] == "redis://redis:6379/0"
+        ids.add(env["ZCHAT_NODE_ID"])
+        assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
+        assert svc["healthcheck"]["test"][:3] == ["CMD", "zchat", "ping"]
+    assert len(ids) == 3
+    bots = [svc for svc in cluster.values() if command(svc) == ["bot"]]
+    assert len(bots) >= 3
+    used: set[str] = set()
+    for bot in bots:
+        env = environment(bot)
+        routers = env["ZCHAT_ROUTER"].split(",")
+        assert len(routers) == len(env["ZCHAT_PUB"].split(",")) >= 2, "a bot fails over"
+        used.add(routers[0])
+    assert len(used) == 3, "the bots start spread over the three nodes"
+    # The default `up` stays one broker.
+    assert not set(cluster) & set(default_services(spec))
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_accepts_the_file() -> None:
+@pytest.mark.parametrize("profile", [[], ["--profile", "cluster"]])
+def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
     result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        ["docker-compose", "-f", str(COMPOSE), *profile, "config", "-q"],
         capture_output=True,
         text=True,
         timeout=60,
