@@ -89,6 +89,8 @@ class ClusterNode:
         self.pending: list[Append] = []
         self.pending_releases: list[tuple[str, str]] = []
         self.down_until = 0.0
+        #: Redis failed since the last successful lease renewal.
+        self.failed = False
         lease = engine.lease_ms / 1000
         self._renew_every = lease / 3
         self._reap_every = lease / 2
@@ -123,8 +125,9 @@ class ClusterNode:
             ) from None
 
     def _went_down(self, exc: Exception) -> None:
-        if self.up:
+        if not self.failed:
             log.warning("Redis unavailable: %s", exc)
+        self.failed = True
         self.down_until = self._clock() + RETRY_AFTER
 
     # ------------------------------------------------------------ Shared (the core calls)
@@ -353,7 +356,9 @@ class ClusterNode:
         """Renew the lease, send what Redis missed, clean up after dead nodes."""
         clock = self._clock()
         out: list[Output] = []
-        if clock < self._next_renew and self.up:
+        # While Redis is failing, probe it once per RETRY_AFTER, not at every tick:
+        # a stalled Redis costs a socket timeout per probe.
+        if (clock < self._next_renew and not self.failed) or (self.failed and not self.up):
             return out
         self._next_renew = clock + self._renew_every
         try:
@@ -361,8 +366,9 @@ class ClusterNode:
         except Unavailable as exc:
             self._went_down(exc)
             return out
-        if not self.up:
+        if self.failed:
             log.info("Redis is back")
+            self.failed = False
             self.down_until = 0.0
             self._resubscribe(out)
         if renewal.epoch_changed or renewal.lapsed:
