@@ -21,7 +21,7 @@ from zchat.broker.serve import join_cluster
 from zchat.broker.state import BrokerConfig
 from zchat.client.events import ClientEvent
 from zchat.errors import RegistrationError
-from zchat.protocol.events import DirectMessage, Joined, Left, Message
+from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Message
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed"
@@ -152,6 +152,10 @@ async def test_nodes_ride_out_a_redis_restart(
         await wait_for(ann, Joined, nick="bob")
         await ann.say("before")
         await wait_for(bob, Message, lambda m: m.text == "before")
+        server.kill()
+        # Not stored, so not acknowledged: the client is told.
+        refused = await ann.say("lost")
+        await wait_for(ann, ErrorReply, code="unavailable", re=refused, timeout=10)
         server.restart()
         # Until the nodes are back on Redis a say is refused (unavailable) or, said
         # into the gap, resent; either way one that gets through is seen once.

@@ -20,7 +20,9 @@ from typing import Any
 import msgpack
 import redis
 import redis.cluster
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
 
 from zchat.broker.cluster import keys, scripts
 
@@ -125,7 +127,14 @@ def member_value(node: str, nick: str) -> str:
 
 def connect(url: str, *, timeout: float = 1.0) -> Client:
     """A client for ``redis://HOST:PORT/DB``: a cluster client if the server is in a cluster."""
-    single = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    # No retries inside redis-py (its default is 10, with backoff): the broker's loop
+    # must not wait; a failed call is answered unavailable and the node probes again.
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    single = redis.Redis.from_url(url, **options)
     try:
         info = single.info("cluster")
     except RedisError as exc:
@@ -135,9 +144,7 @@ def connect(url: str, *, timeout: float = 1.0) -> Client:
         return single
     single.close()
     try:
-        return redis.cluster.RedisCluster.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        return redis.cluster.RedisCluster.from_url(url, **options)
     except RedisError as exc:
         raise Unavailable(f"no Redis Cluster at {url}: {exc}") from None
 
