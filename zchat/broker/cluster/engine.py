@@ -25,6 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from zchat.broker.cluster import keys, scripts
+from zchat.errors import ZchatError
 
 log = logging.getLogger("zchat.broker.cluster")
 
@@ -33,7 +34,7 @@ Client = redis.Redis | redis.cluster.RedisCluster
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class Unavailable(Exception):
+class Unavailable(ZchatError):
     """Redis did not answer (down, slow past the socket timeout, or refusing)."""
 
 
