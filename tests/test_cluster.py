@@ -175,3 +175,20 @@ async def test_nodes_ride_out_a_redis_restart(
         # Acknowledged before the restart, kept by Redis (append-only file, fsync always).
         page = await bob.history("lobby")
         assert "before" in [e.text for e in page.events if isinstance(e, Message)]
+
+
+async def test_a_leave_during_a_redis_outage_is_published_when_it_is_back(
+    server: Server, make_node: Callable[..., BrokerThread]
+) -> None:
+    a, b = make_node(), make_node()
+    async with client_for(a, "ann") as ann:
+        bob = client_for(b, "bob")
+        await bob.connect()
+        await wait_for(ann, Joined, nick="bob")
+        server.kill()
+        # bob's session ends while Redis is away: its leave cannot be refused.
+        await bob.close("bye for now")
+        server.restart()
+        left = await wait_for(ann, Left, nick="bob", timeout=30)
+        assert (left.reason, left.message) == ("quit", "bye for now")
+        assert (await ann.who()).users == ("ann",)

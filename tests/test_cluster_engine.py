@@ -308,10 +308,23 @@ def test_a_lapsed_lease_and_a_lost_dataset_are_reported(
     a = make_engine("a", lease=0.2)
     epoch = a.epoch
     until(lambda: a.client.exists(keys.node_lease("a")) == 0, "the lease to run out")
-    assert a.renew() == Renewal(epoch_changed=False, lapsed=True)
-    assert a.renew() == Renewal(epoch_changed=False, lapsed=False)
+    assert a.renew() == Renewal(epoch_changed=False, lapsed=True, reaped=False)
+    assert a.renew() == Renewal(epoch_changed=False, lapsed=False, reaped=False)
+    b = make_engine("b")
+    until(lambda: a.client.exists(keys.node_lease("a")) == 0, "the lease to run out")
+    assert b.dead_nodes() == ["a"]
+    assert b.reap("a", leave_head) == []
+    assert a.renew() == Renewal(epoch_changed=False, lapsed=True, reaped=True)
+    # Found dead, but renewed before the claim: a live node is not cleaned up.
+    a.record_session("ann", "Ann", "t", ["lobby"])
+    until(lambda: a.client.exists(keys.node_lease("a")) == 0, "the lease to run out")
+    assert b.dead_nodes() == ["a"]
+    a.renew()
+    assert b.reap("a", leave_head) == []
+    assert a.client.hexists(keys.node_sessions("a"), "ann")
+    assert a.renew().reaped is False
     _flush(server)
-    assert a.renew() == Renewal(epoch_changed=True, lapsed=True)
+    assert a.renew() == Renewal(epoch_changed=True, lapsed=True, reaped=True)
     assert a.epoch != epoch
     (first,) = a.append([say("lobby", "ann", "new epoch")])
     assert (first.seq, first.epoch) == (1, a.epoch)

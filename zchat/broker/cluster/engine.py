@@ -21,7 +21,7 @@ import msgpack
 import redis
 import redis.cluster
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 
 from zchat.broker.cluster import keys, scripts
@@ -32,6 +32,10 @@ log = logging.getLogger("zchat.broker.cluster")
 Client = redis.Redis | redis.cluster.RedisCluster
 
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+#: What redis-py raises when Redis fails; a cluster client's own errors are not RedisErrors.
+_FAILURES = (RedisError, RedisClusterException)
 
 
 class Unavailable(ZchatError):
@@ -109,10 +113,12 @@ class Renewal:
     #: Redis lost its data (restarted without persistence, flushed, failed over to an
     #: empty replica): every room starts over in a new epoch, as after a broker restart.
     epoch_changed: bool
-    #: This node's lease ran out before it was renewed: the survivors may have
-    #: published leaves for its sessions and freed their nicks, so its sessions
-    #: must register again.
+    #: This node's lease ran out before it was renewed (another node may clean up
+    #: after it, if it sees that first).
     lapsed: bool
+    #: Another node cleaned up after this one (published its sessions' leaves and
+    #: freed their nicks): its sessions must register again.
+    reaped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +144,7 @@ def connect(url: str, *, timeout: float = 1.0) -> Client:
     single = redis.Redis.from_url(url, **options)
     try:
         info = single.info("cluster")
-    except RedisError as exc:
+    except _FAILURES as exc:
         single.close()
         raise Unavailable(f"no Redis at {url}: {exc}") from None
     if not info.get("cluster_enabled"):
@@ -146,7 +152,7 @@ def connect(url: str, *, timeout: float = 1.0) -> Client:
     single.close()
     try:
         return redis.cluster.RedisCluster.from_url(url, **options)
-    except RedisError as exc:
+    except _FAILURES as exc:
         raise Unavailable(f"no Redis Cluster at {url}: {exc}") from None
 
 
@@ -207,7 +213,7 @@ class Engine:
                     if attempt == 2:
                         raise
                     self._load()
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc) or type(exc).__name__) from None
         raise AssertionError("unreachable")
 
@@ -232,12 +238,13 @@ class Engine:
             pipe.set(keys.node_lease(self.node), "1", px=self.lease_ms, get=True)
             pipe.zadd(keys.NODES, {self.node: 0}, nx=True)
 
-        old_epoch, old_lease, _ = self._run(fill)
+        old_epoch, old_lease, added = self._run(fill)
         epoch = old_epoch.decode() if isinstance(old_epoch, bytes) else fresh
         first = not self.epoch
         renewal = Renewal(
             epoch_changed=not first and epoch != self.epoch,
             lapsed=not first and old_lease is None,
+            reaped=not first and bool(added),
         )
         self.epoch = epoch
         return renewal
@@ -256,7 +263,7 @@ class Engine:
         """Nodes that were seen and whose lease has run out."""
         try:
             nodes = [n.decode() for n in self.client.zrange(keys.NODES, 0, -1)]
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         others = [n for n in nodes if n != self.node]
         if not others:
@@ -278,8 +285,12 @@ class Engine:
             won = self.client.set(keys.node_reap(dead), self.node, nx=True, px=self.lease_ms)
             if not won:
                 return []
+            if self.client.exists(keys.node_lease(dead)):
+                # It renewed its lease since it was found dead: it is alive after all.
+                self.client.delete(keys.node_reap(dead))
+                return []
             records = self.client.hgetall(keys.node_sessions(dead))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         appends: list[Append] = []
         releases: list[tuple[str, str]] = []
@@ -298,6 +309,8 @@ class Engine:
                 self._script(pipe, "release", [keys.nick_key(fold)], [dead, resume])
             pipe.delete(keys.node_sessions(dead))
             pipe.zrem(keys.NODES, dead)
+            # Done: another run finds nothing left to do (every step is conditional).
+            pipe.delete(keys.node_reap(dead))
 
         self._run(fill)
         log.info("reaped node %s: %d sessions", dead, len(releases))
@@ -326,7 +339,7 @@ class Engine:
         """The node a nick is registered on, or None."""
         try:
             node = self.client.hget(keys.nick_key(fold), "node")
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         return node.decode() if isinstance(node, bytes) else None
 
@@ -354,7 +367,7 @@ class Engine:
     def owner(self, fold: str) -> str | None:
         try:
             value = self.client.get(keys.owner_key(fold))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         return value.decode() if isinstance(value, bytes) else None
 
@@ -462,7 +475,7 @@ class Engine:
                 pubsub.subscribe(*wanted)
                 self._channels.update(wanted)
                 self._await_confirmations(pubsub, set(wanted))
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
 
     def _await_confirmations(self, pubsub: Any, channels: set[str]) -> None:
@@ -480,7 +493,7 @@ class Engine:
         """A fresh subscription connection (after Redis was away), to ``rooms``."""
         if self._pubsub is not None:
             # The old connection is likely broken already: that is why we are here.
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*_FAILURES):
                 self._pubsub.close()
         self._pubsub = None
         self._channels.clear()
@@ -491,7 +504,7 @@ class Engine:
         """The subscription connection's socket, to poll beside the broker's own."""
         try:
             pubsub = self._subscriber()
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
         return sock.fileno() if sock is not None else None
@@ -502,7 +515,7 @@ class Engine:
             return
         try:
             self._pubsub.unsubscribe(*channels)
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         self._channels.difference_update(channels)
 
@@ -523,7 +536,7 @@ class Engine:
                 delivery = _parse(message["channel"], message["data"])
                 if delivery is not None:
                     out.append(delivery)
-        except RedisError as exc:
+        except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
         return out
 

@@ -370,21 +370,30 @@ class ClusterNode:
             log.info("Redis is back")
             self.failed = False
             self.down_until = 0.0
+            # The other nodes' leases lapsed too while Redis was away: give them a
+            # whole lease to renew before any of them counts as dead.
+            self._next_reap = clock + self.engine.lease_ms / 1000
             self._resubscribe(out)
-        if renewal.epoch_changed or renewal.lapsed:
-            # Redis lost its data, or the others may have cleaned up after this node:
-            # every session here registers again, as after a broker restart.
-            log.warning(
-                "%s: dropping every session",
-                "new epoch" if renewal.epoch_changed else "the lease lapsed",
-            )
-            self.store.epoch = self.engine.epoch
+        if renewal.epoch_changed:
+            # Redis lost its data: every session here registers again, as after a
+            # broker restart; what was pending belongs to the lost epoch.
             self.pending.clear()
             self.pending_releases.clear()
+        else:
+            self._flush_pending()
+        if renewal.epoch_changed or renewal.reaped:
+            # Or another node cleaned up after this one (its lease had lapsed): its
+            # sessions' nicks were freed, so they register again too.
+            log.warning(
+                "%s: dropping every session",
+                "new epoch" if renewal.epoch_changed else "another node cleaned up after us",
+            )
+            self.store.epoch = self.engine.epoch
             out.extend(self.core.shutdown(now))
             self.last.clear()
             return out
-        self._flush_pending()
+        if renewal.lapsed:
+            log.warning("this node's lease had lapsed; renewed before anyone cleaned up")
         if clock >= self._next_reap:
             self._next_reap = clock + self._reap_every
             try:
