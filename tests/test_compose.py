@@ -21,6 +21,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -287,3 +288,73 @@ def test_default_services_hold_a_conversation(
     for name in [*bots, "broker"]:
         procs[name].signal(signal.SIGTERM)
         assert procs[name].wait(timeout=10) == 0, (name, procs[name].stderr_lines[-5:])
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_cluster_profile_holds_one_conversation_across_nodes(
+    zchat_proc: Callable[..., ZchatProcess], clean_env: None, tmp_path: Path
+) -> None:
+    """`docker compose --profile cluster up`, locally: a real Redis for the redis
+    service, the three node services as brokers, the cluster bots; a listener on
+    one node hears every bot, whichever node it is on."""
+    from redis_servers import RedisProcess
+
+    spec = load()
+    cluster = cluster_services(spec)
+    redis_server = RedisProcess(tmp_path)
+    try:
+        real: dict[tuple[str, str], str] = {}
+
+        def localise(text: str) -> str:
+            def sub(match: re.Match[str]) -> str:
+                return real[(match.group(1), match.group(2))]
+
+            return ENDPOINT.sub(sub, text)
+
+        procs: dict[str, ZchatProcess] = {}
+        nodes = {n: svc for n, svc in cluster.items() if command(svc) == ["broker"]}
+        for name, svc in nodes.items():
+            env = environment(svc)
+            assert env["ZCHAT_CLUSTER"].startswith("redis://redis:6379/")
+            env.update(
+                ZCHAT_ROUTER=ANY_PORT,
+                ZCHAT_PUB=ANY_PORT,
+                ZCHAT_CLUSTER=redis_server.url,
+                ZCHAT_HEARTBEAT="0.5",
+            )
+            procs[name] = zchat_proc(*command(svc), env=env)
+            router, pub = listening(procs[name])
+            real[(name, "5555")], real[(name, "5556")] = router, pub
+        bots = {n: svc for n, svc in cluster.items() if command(svc) == ["bot"]}
+        first_node = next(iter(nodes))
+        listener = zchat_proc(
+            "client",
+            "--json",
+            env={
+                "ZCHAT_NICK": "Listener",
+                "ZCHAT_ROUTER": real[(first_node, "5555")],
+                "ZCHAT_PUB": real[(first_node, "5556")],
+            },
+        )
+        listener.expect_json(type="status", state="connected")
+        missing: dict[str, Callable[[dict[str, Any]], bool]] = {}
+        for name, svc in bots.items():
+            env = {key: localise(value) for key, value in environment(svc).items()}
+            procs[name] = zchat_proc(*command(svc), env=env)
+            first = parse_lines(env["ZCHAT_SAY"].splitlines(), "ZCHAT_SAY")[0]
+            assert isinstance(first, Chat)
+            missing[env["ZCHAT_NICK"]] = said(env["ZCHAT_NICK"], first.text)
+
+        def progress(line: str) -> bool:
+            event = json.loads(line)
+            for nick, match in list(missing.items()):
+                if event.get("type") == "msg" and match(event):
+                    del missing[nick]
+            return not missing
+
+        listener.expect(progress, timeout=40)
+        for name in [*bots, *nodes]:
+            procs[name].signal(signal.SIGTERM)
+            assert procs[name].wait(timeout=10) == 0, (name, procs[name].stderr_lines[-5:])
+    finally:
+        redis_server.kill()
