@@ -37,9 +37,18 @@ app = typer.Typer(
 )
 
 RouterOpt = Annotated[
-    str, typer.Option(envvar="ZCHAT_ROUTER", help="The broker's ROUTER endpoint.")
+    str,
+    typer.Option(
+        envvar="ZCHAT_ROUTER",
+        help="The broker's ROUTER endpoint (a client: several, comma-separated, for a cluster).",
+    ),
 ]
-PubOpt = Annotated[str, typer.Option(envvar="ZCHAT_PUB", help="The broker's PUB endpoint.")]
+PubOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="ZCHAT_PUB", help="The broker's PUB endpoint (several: in the --router order)."
+    ),
+]
 LogLevelOpt = Annotated[
     str, typer.Option(envvar="ZCHAT_LOG_LEVEL", help="debug, info, warning or error.")
 ]
