@@ -20,8 +20,9 @@ from zchat.broker.adapter import Broker
 from zchat.broker.serve import join_cluster
 from zchat.broker.state import BrokerConfig
 from zchat.client.events import ClientEvent
-from zchat.errors import RegistrationError
-from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Message
+from zchat.errors import BrokerError, RegistrationError
+from zchat.protocol.commands import Nick
+from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Message, NickChanged
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed"
@@ -192,3 +193,18 @@ async def test_a_leave_during_a_redis_outage_is_published_when_it_is_back(
         left = await wait_for(ann, Left, nick="bob", timeout=30)
         assert (left.reason, left.message) == ("quit", "bye for now")
         assert (await ann.who()).users == ("ann",)
+
+
+async def test_a_nick_change_is_cluster_wide(make_node: Callable[..., BrokerThread]) -> None:
+    a, b = make_node(), make_node()
+    async with client_for(a, "ann") as ann, client_for(b, "bob") as bob:
+        await wait_for(ann, Joined, nick="bob")
+        with pytest.raises(BrokerError, match="in use"):
+            await ann.request(Nick("BOB"), NickChanged)
+        await ann.change_nick("anna")
+        changed = await wait_for(bob, NickChanged, old="ann", new="anna")
+        assert changed.seq is not None
+        assert sorted((await bob.who()).users) == ["anna", "bob"]
+        # The old nick is free again, on any node.
+        async with client_for(b, "ann") as again:
+            assert again.nick == "ann"
