@@ -13,7 +13,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY zchat ./zchat
-RUN pip install . \
+RUN pip install '.[cluster]' \
     && rm -rf /src \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin zchat \
     && install -d -o zchat -g zchat /data

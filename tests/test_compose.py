@@ -129,10 +129,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- the file itself
 
 
+def cluster_services(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What ``docker compose --profile cluster up`` adds (docs/cluster.md)."""
+    return {n: svc for n, svc in services(spec).items() if "cluster" in svc.get("profiles", [])}
+
+
 def test_compose_file_shape() -> None:
     spec = load()
     assert "name" not in spec, "docker-compose 1.29 rejects a top-level name"
-    every = services(spec)
+    every = {n: svc for n, svc in services(spec).items() if n not in cluster_services(spec)}
     defaults = default_services(spec)
     builders = [name for name, svc in every.items() if "build" in svc]
     assert builders == ["broker"], "one service builds the image"
@@ -179,10 +184,39 @@ def test_broker_is_reachable_from_the_host_and_keeps_history() -> None:
     assert mounts[folder] in spec["volumes"], "a named volume, kept across `down`"
 
 
+def test_cluster_profile_shape() -> None:
+    spec = load()
+    cluster = cluster_services(spec)
+    assert cluster["redis"]["image"].startswith("redis:")
+    assert "--appendonly" in cluster["redis"]["command"]
+    nodes = {n: svc for n, svc in cluster.items() if command(svc) == ["broker"]}
+    assert len(nodes) == 3
+    ids = set()
+    for svc in nodes.values():
+        env = environment(svc)
+        assert env["ZCHAT_CLUSTER"] == "redis://redis:6379/0"
+        ids.add(env["ZCHAT_NODE_ID"])
+        assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
+        assert svc["healthcheck"]["test"][:3] == ["CMD", "zchat", "ping"]
+    assert len(ids) == 3
+    bots = [svc for svc in cluster.values() if command(svc) == ["bot"]]
+    assert len(bots) >= 3
+    used: set[str] = set()
+    for bot in bots:
+        env = environment(bot)
+        routers = env["ZCHAT_ROUTER"].split(",")
+        assert len(routers) == len(env["ZCHAT_PUB"].split(",")) >= 2, "a bot fails over"
+        used.add(routers[0])
+    assert len(used) == 3, "the bots start spread over the three nodes"
+    # The default `up` stays one broker.
+    assert not set(cluster) & set(default_services(spec))
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_accepts_the_file() -> None:
+@pytest.mark.parametrize("profile", [[], ["--profile", "cluster"]])
+def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
     result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        ["docker-compose", "-f", str(COMPOSE), *profile, "config", "-q"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -300,3 +334,73 @@ def test_default_services_hold_a_conversation(
     for name in [*bots, *webs, "broker"]:
         procs[name].signal(signal.SIGTERM)
         assert procs[name].wait(timeout=10) == 0, (name, procs[name].stderr_lines[-5:])
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_cluster_profile_holds_one_conversation_across_nodes(
+    zchat_proc: Callable[..., ZchatProcess], clean_env: None, tmp_path: Path
+) -> None:
+    """`docker compose --profile cluster up`, locally: a real Redis for the redis
+    service, the three node services as brokers, the cluster bots; a listener on
+    one node hears every bot, whichever node it is on."""
+    from redis_servers import RedisProcess
+
+    spec = load()
+    cluster = cluster_services(spec)
+    redis_server = RedisProcess(tmp_path)
+    try:
+        real: dict[tuple[str, str], str] = {}
+
+        def localise(text: str) -> str:
+            def sub(match: re.Match[str]) -> str:
+                return real[(match.group(1), match.group(2))]
+
+            return ENDPOINT.sub(sub, text)
+
+        procs: dict[str, ZchatProcess] = {}
+        nodes = {n: svc for n, svc in cluster.items() if command(svc) == ["broker"]}
+        for name, svc in nodes.items():
+            env = environment(svc)
+            assert env["ZCHAT_CLUSTER"].startswith("redis://redis:6379/")
+            env.update(
+                ZCHAT_ROUTER=ANY_PORT,
+                ZCHAT_PUB=ANY_PORT,
+                ZCHAT_CLUSTER=redis_server.url,
+                ZCHAT_HEARTBEAT="0.5",
+            )
+            procs[name] = zchat_proc(*command(svc), env=env)
+            router, pub = listening(procs[name])
+            real[(name, "5555")], real[(name, "5556")] = router, pub
+        bots = {n: svc for n, svc in cluster.items() if command(svc) == ["bot"]}
+        first_node = next(iter(nodes))
+        listener = zchat_proc(
+            "client",
+            "--json",
+            env={
+                "ZCHAT_NICK": "Listener",
+                "ZCHAT_ROUTER": real[(first_node, "5555")],
+                "ZCHAT_PUB": real[(first_node, "5556")],
+            },
+        )
+        listener.expect_json(type="status", state="connected")
+        missing: dict[str, Callable[[dict[str, Any]], bool]] = {}
+        for name, svc in bots.items():
+            env = {key: localise(value) for key, value in environment(svc).items()}
+            procs[name] = zchat_proc(*command(svc), env=env)
+            first = parse_lines(env["ZCHAT_SAY"].splitlines(), "ZCHAT_SAY")[0]
+            assert isinstance(first, Chat)
+            missing[env["ZCHAT_NICK"]] = said(env["ZCHAT_NICK"], first.text)
+
+        def progress(line: str) -> bool:
+            event = json.loads(line)
+            for nick, match in list(missing.items()):
+                if event.get("type") == "msg" and match(event):
+                    del missing[nick]
+            return not missing
+
+        listener.expect(progress, timeout=40)
+        for name in [*bots, *nodes]:
+            procs[name].signal(signal.SIGTERM)
+            assert procs[name].wait(timeout=10) == 0, (name, procs[name].stderr_lines[-5:])
+    finally:
+        redis_server.kill()

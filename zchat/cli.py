@@ -135,9 +135,18 @@ def main_options(
 
 
 RouterOpt = Annotated[
-    str, typer.Option(envvar="ZCHAT_ROUTER", help="The broker's ROUTER endpoint.")
+    str,
+    typer.Option(
+        envvar="ZCHAT_ROUTER",
+        help="The broker's ROUTER endpoint (a client: several, comma-separated, for a cluster).",
+    ),
 ]
-PubOpt = Annotated[str, typer.Option(envvar="ZCHAT_PUB", help="The broker's PUB endpoint.")]
+PubOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="ZCHAT_PUB", help="The broker's PUB endpoint (several: in the --router order)."
+    ),
+]
 LogLevelOpt = Annotated[
     str, typer.Option(envvar="ZCHAT_LOG_LEVEL", help="debug, info, warning or error.")
 ]
@@ -242,6 +251,20 @@ def broker(
             help="Directory of accepted client .key files (SIGHUP re-reads it); default: any key.",
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ZCHAT_CLUSTER",
+            help="redis://HOST:PORT/DB: one chat across the brokers on this Redis.",
+        ),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ZCHAT_NODE_ID",
+            help="This broker's name in the cluster; default: host-pid-random.",
+        ),
+    ] = None,
 ) -> None:
     """Run the broker: a ROUTER for commands and a PUB for room events."""
 
@@ -249,6 +272,12 @@ def broker(
         setup_logging(log_level, log_format)
         if allow is not None and secret_key is None:
             raise UsageError("--allow needs --secret-key (the broker's own key)")
+        if cluster is not None and db is not None:
+            raise UsageError(
+                "--cluster and --db exclude each other: a cluster keeps history in Redis"
+            )
+        if node_id is not None and cluster is None:
+            raise UsageError("--node-id needs --cluster")
         try:
             curve = load_server(secret_key, allow) if secret_key is not None else None
         except SecurityError as exc:
@@ -269,6 +298,8 @@ def broker(
             curve=curve,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            cluster=cluster,
+            node_id=node_id,
         )
 
     call(start)

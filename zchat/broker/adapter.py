@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import zmq
 import zmq.backend
@@ -21,6 +22,7 @@ from zmq.utils.monitor import parse_monitor_message
 from zchat.broker.auth import BrokerAuth, check_refuses_unknown
 from zchat.broker.core import BrokerCore
 from zchat.broker.routing import chosen, seed_routing_ids
+from zchat.broker.shared import Shared
 from zchat.broker.state import BrokerConfig, Output, Publish
 from zchat.broker.store import Store
 from zchat.curve import CurveServer, apply_server
@@ -47,6 +49,23 @@ _MAX_POLL = 0.1
 _send_frame = zmq.backend.Socket.send
 
 
+class Cluster(Shared, Protocol):
+    """A broker's part in a cluster (``zchat.broker.cluster.node.ClusterNode``):
+    the core's seam to shared state, plus a socket the loop polls beside the ROUTER."""
+
+    def bind(self, core: BrokerCore) -> None: ...
+
+    def fileno(self) -> int | None:
+        """A file descriptor that becomes readable when :meth:`ready` has work."""
+
+    def ready(self) -> list[Output]:
+        """What arrived from the other brokers, to send; never blocks for long."""
+
+    def tick(self, now: float) -> list[Output]: ...
+
+    def close(self) -> None: ...
+
+
 class Broker:
     """Bind, serve until :meth:`stop`, then :meth:`close`. One thread only."""
 
@@ -61,10 +80,14 @@ class Broker:
         curve: CurveServer | None = None,
         pub_hwm: int = 10_000,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
         self._clock = clock
-        self.core = BrokerCore(self.config, store=store, now=clock())
+        self.core = BrokerCore(self.config, store=store, now=clock(), shared=cluster)
+        self.cluster = cluster
+        if cluster is not None:
+            cluster.bind(self.core)
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._curve = curve
@@ -137,7 +160,18 @@ class Broker:
         interval = self.core.tick_interval
         next_tick = self._clock() + interval
         caught_up = self._clock()
+        cluster = self.cluster
+        cluster_fd: int | None = None
         while not self._stop.is_set():
+            if cluster is not None:
+                # The cluster's connection can change (Redis came back): poll the current one.
+                fd = cluster.fileno()
+                if fd != cluster_fd:
+                    if cluster_fd is not None:
+                        poller.unregister(cluster_fd)
+                    if fd is not None:
+                        poller.register(fd, zmq.POLLIN)
+                    cluster_fd = fd
             wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
             ready = dict(poller.poll(int(wait * 1000)))
             if self.router in ready:
@@ -150,10 +184,14 @@ class Broker:
                 caught_up = self._clock()
             if self._monitor in ready:
                 self._read_monitor()
+            if cluster is not None:
+                self._send(cluster.ready())
             now = self._clock()
             if now >= next_tick:
                 # Commit first, as _drain does: timeouts publish leave events too.
                 outputs = self.core.tick(now, caught_up=caught_up)
+                if cluster is not None:
+                    outputs += cluster.tick(now)
                 self.core.store.flush()
                 self._send(outputs)
                 next_tick = now + interval
@@ -292,6 +330,8 @@ class Broker:
         with contextlib.suppress(zmq.ZMQError):
             self.router.disable_monitor()
         self._monitor.close(0)
+        if self.cluster is not None:
+            self.cluster.close()
         self.router.close(0)
         self.pub.close()
         if self.auth is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from zchat.broker.rooms import Rooms
 from zchat.broker.sessions import Sessions
+from zchat.broker.shared import Shared
 from zchat.broker.state import (
     MAX_LIST,
     BrokerConfig,
@@ -101,6 +102,7 @@ class BrokerCore:
         now: float = 0.0,
         new_token: Callable[[], str] = lambda: secrets.token_urlsafe(12),
         fast_path: bool = True,
+        shared: Shared | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
         self.store: Store = store or MemoryStore(
@@ -110,7 +112,9 @@ class BrokerCore:
         #: Counters kept outside the core (the ZAP handler's refusals), merged into
         #: ``snapshot``; set by whoever runs the broker.
         self.extra_stats: Callable[[], dict[str, int]] | None = None
-        self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms)
+        #: The other brokers of a cluster (docs/cluster.md), or None for a single broker.
+        self.shared = shared
+        self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms, shared)
         self._new_token = new_token
         #: Off only to compare against the full path (tests/test_fastpath.py).
         self._fast_path = fast_path
@@ -406,21 +410,30 @@ class BrokerCore:
             bucket.tokens -= cost
         else:
             bucket = TokenBucket(cfg.rate_limit, cfg.rate_burst, now)
+        resume = self._new_token()
+        if self.shared is not None:
+            # Before the old session is dropped: a refusal here leaves everything as it was.
+            self.shared.claim(nick_key, hello.nick, resume, hello.resume, key, ())
         if current is not None:
             # Tell the old connection, if it is still there, so that it does not
             # register again and take the nick back, and so on for ever.
             reason = f"{current.nick} was registered again from another connection"
             self._reply(current.peer, ErrorReply(ErrorCode.REPLACED, reason), out)
             self._drop(current, LeaveReason.REPLACED, None, now, out)
-        session = Session(peer, hello.nick, key, self._new_token(), now, bucket)
+        session = Session(peer, hello.nick, key, resume, now, bucket)
         if key is not None and owner is None:
             self.store.set_owner(nick_key, key)
             self.store.claim_skeleton(skeleton(hello.nick), hello.nick, key)
         self.registry.add(session, ident)
         self.counters.registrations += 1
         log.info("%s registered (rooms: %s)", session.nick, ", ".join(hello.rooms) or "none")
-        for name in hello.rooms:
-            self.rooms.enter(session, name, now, out)
+        try:
+            for name in hello.rooms:
+                self.rooms.enter(session, name, now, out)
+        except ProtocolError:
+            # A cluster node that lost Redis: no half-registered session stays behind.
+            self._drop(session, LeaveReason.QUIT, None, now, out)
+            raise
         self._welcome(session, hello.id, out)
 
     def _refuse_look_alike(
@@ -441,7 +454,7 @@ class BrokerCore:
 
     def _welcome(self, session: Session, ref: str | None, out: list[Output]) -> None:
         cfg = self.config
-        rooms = tuple(room.info() for room in session.rooms.values())
+        rooms = tuple(self.rooms.info(room) for room in session.rooms.values())
         welcome = Welcome(
             session.nick, cfg.heartbeat, self.epoch, session.resume, rooms, cfg.limits(), ref
         )
@@ -476,6 +489,8 @@ class BrokerCore:
             self.rooms.exit(session, room, reason, message, now, out)
         # The client may come back and resend what it thinks was lost: ids stay a while.
         self.registry.remove(session, reason, now)
+        if self.shared is not None:
+            self.shared.release(session.nick_key, session.resume)
         self.counters.leaves[reason] += 1
         log.info("%s left (%s)", session.nick, reason)
 
@@ -526,10 +541,16 @@ class BrokerCore:
                 self._reply(session.peer, Ack(ref, seen[0], seen[1], dup=True), out)
                 return
         message = Message(room.name, session.nick, text, now, room.seq + 1, action, ref)
-        self.counters.messages += 1
-        self.rooms.publish(room, message, out)
+        seq, dup = self.rooms.publish(room, message, out)
+        if dup:
+            # Published before through another broker of the cluster.
+            assert ref is not None
+            self.counters.duplicates += 1
+            self._reply(session.peer, Ack(ref, room.name, seq, dup=True), out)
+        else:
+            self.counters.messages += 1
         if ref is not None:
-            self.registry.remember(session, ref, room.name, room.seq)
+            self.registry.remember(session, ref, room.name, seq)
 
     def _ping(self, session: Session, ping: Ping, now: float, out: list[Output]) -> None:
         self._reply(session.peer, Pong(ping.id), out)
@@ -551,21 +572,21 @@ class BrokerCore:
             if len(session.rooms) >= limit:
                 raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"at most {limit} rooms", limit=limit)
             room = self.rooms.enter(session, join.room, now, out)
-        self._reply(session.peer, room.info(join.id), out)
+        self._reply(session.peer, self.rooms.info(room, join.id), out)
 
     def _leave(self, session: Session, leave: Leave, now: float, out: list[Output]) -> None:
         room = self.rooms.member_room(session, leave.room)
         self.rooms.exit(session, room, LeaveReason.PART, leave.reason, now, out)
 
     def _who(self, session: Session, who: Who, now: float, out: list[Output]) -> None:
-        self._reply(session.peer, self.rooms.peek(who.room).info(who.id), out)
+        self._reply(session.peer, self.rooms.info(self.rooms.peek(who.room), who.id), out)
 
     def _topic(self, session: Session, topic: Topic, now: float, out: list[Output]) -> None:
         room = self.rooms.member_room(session, topic.room)
-        room.topic = topic.text
-        self.store.set_topic(room.name, topic.text)
         event = TopicSet(room.name, session.nick, topic.text, now, room.seq + 1)
         self.rooms.publish(room, event, out)
+        room.topic = topic.text
+        self.store.set_topic(room.name, topic.text)
 
     def _nick(self, session: Session, nick: Nick, now: float, out: list[Output]) -> None:
         new_key = fold(nick.nick)
@@ -580,6 +601,9 @@ class BrokerCore:
         if nick.nick == old:
             self._reply(session.peer, NickChanged(old, old, now, re=nick.id), out)
             return
+        old_key = session.nick_key
+        if self.shared is not None and new_key != old_key:
+            self.shared.claim(new_key, nick.nick, session.resume, None, session.key, session.rooms)
         self.registry.rename(session, nick.nick, new_key)
         if session.key is not None and owner is None:
             self.store.set_owner(new_key, session.key)
@@ -588,16 +612,23 @@ class BrokerCore:
         for room in session.rooms.values():
             event = NickChanged(old, nick.nick, now, room.name, room.seq + 1)
             self.rooms.publish(room, event, out)
+        if self.shared is not None and new_key != old_key:
+            self.shared.release(old_key, session.resume)
         self._reply(session.peer, NickChanged(old, nick.nick, now, re=nick.id), out)
 
     def _dm(self, session: Session, dm: Dm, now: float, out: list[Output]) -> None:
-        target = self.registry.by_nick.get(fold(dm.to))
+        to_key = fold(dm.to)
+        target = self.registry.by_nick.get(to_key)
+        event = DirectMessage(
+            session.nick, target.nick if target else dm.to, dm.text, now, dm.action
+        )
         if target is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"no one is called {dm.to}", to=dm.to)
-        event = DirectMessage(session.nick, target.nick, dm.text, now, dm.action)
-        self.counters.messages += 1
-        if target is not session:
+            # In a cluster the recipient may be on another broker.
+            if self.shared is None or not self.shared.direct(to_key, event):
+                raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"no one is called {dm.to}", to=dm.to)
+        elif target is not session:
             self._reply(target.peer, event, out)
+        self.counters.messages += 1
         self._reply(session.peer, replace(event, re=dm.id), out)
 
     def _history(self, session: Session, history: History, now: float, out: list[Output]) -> None:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from zchat.broker.shared import Shared
 from zchat.broker.state import Counters, Output, Publish, Room, Session
 from zchat.broker.store import Store
 from zchat.errors import ProtocolError
-from zchat.protocol.events import HistoryReply, Joined, Left, RoomEvent
+from zchat.protocol.events import HistoryReply, Joined, Left, RoomEvent, RoomInfo
 from zchat.protocol.names import ErrorCode, LeaveReason
 from zchat.protocol.wire import pack, pack_with_raw_array
 
 
 class Rooms:
-    def __init__(self, store: Store, counters: Counters, max_idle: int) -> None:
+    def __init__(
+        self, store: Store, counters: Counters, max_idle: int, shared: Shared | None = None
+    ) -> None:
         self.store = store
+        #: Other brokers of a cluster, or None: then seq, roster and history are ours alone.
+        self.shared = shared
         self.counters = counters
         self.max_idle = max_idle
         self.rooms: dict[str, Room] = {}
@@ -51,20 +56,39 @@ class Rooms:
             raise ProtocolError(ErrorCode.NOT_IN_ROOM, f"not in room {name}", room=name)
         return room
 
-    def publish(self, room: Room, event: RoomEvent, out: list[Output]) -> None:
-        """Publish ``event`` (built with ``seq`` = room.seq + 1) and store it."""
+    def publish(self, room: Room, event: RoomEvent, out: list[Output]) -> tuple[int, bool]:
+        """Publish ``event`` (built with ``seq`` = room.seq + 1) and store it.
+
+        Returns (seq, dup): in a cluster, a say id already published (through any
+        node) is not published again, and dup is True with the seq it had.
+        """
+        if self.shared is not None:
+            return self.shared.publish(room, event, out)
         room.seq += 1
         assert event.seq == room.seq
         data = pack(event.to_wire())
         self.store.append(room.name, room.seq, data)
         self.counters.published += 1
         out.append(Publish(room.wire_topic + data))
+        return room.seq, False
+
+    def info(self, room: Room, ref: str | None = None) -> RoomInfo:
+        """The ``who`` reply: in a cluster, with the members on every node."""
+        if self.shared is not None:
+            return self.shared.info(room, ref)
+        return room.info(ref)
 
     def enter(self, session: Session, name: str, now: float, out: list[Output]) -> Room:
         room = self.get(name)
+        # Published first: in a cluster it can be refused, and then nothing changed.
+        try:
+            self.publish(room, Joined(name, session.nick, now, room.seq + 1), out)
+        except ProtocolError:
+            if not room.members:
+                self.idle[name] = None
+            raise
         room.members[session.peer] = session
         session.rooms[name] = room
-        self.publish(room, Joined(name, session.nick, now, room.seq + 1), out)
         return room
 
     def exit(
@@ -91,6 +115,8 @@ class Rooms:
         self, room: Room, after: int, before: int | None, limit: int, epoch: str, ref: str | None
     ) -> bytes:
         """The packed ``history`` reply: stored envelopes go out as stored, not re-encoded."""
+        if self.shared is not None:
+            return self.shared.history(room, after, before, limit, ref)
         end = before if before is not None else room.seq + 1
         events = self.store.fetch(room.name, after, end, limit)
         wanted = max(0, min(end, room.seq + 1) - after - 1)

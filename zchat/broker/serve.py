@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import re
+import secrets
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER, Broker
 from zchat.broker.metrics import Metrics
@@ -16,6 +21,9 @@ from zchat.broker.state import BrokerConfig
 from zchat.broker.store import SqliteStore, Store
 from zchat.curve import CurveServer
 from zchat.errors import SecurityError, StartError
+
+if TYPE_CHECKING:
+    from zchat.broker.cluster.node import ClusterNode
 
 log = logging.getLogger("zchat.broker")
 
@@ -29,6 +37,8 @@ def serve(
     curve: CurveServer | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    cluster: str | None = None,
+    node_id: str | None = None,
 ) -> None:
     """Run a broker in this (main) thread until SIGINT or SIGTERM, then stop cleanly.
 
@@ -51,8 +61,12 @@ def serve(
                 raise StartError(f"cannot open database {db}: {exc}") from None
             resources.append(sqlite.close)
             store = sqlite
+        node = None
+        if cluster is not None:
+            node = join_cluster(cluster, config, node_id)
+            store = node.store
         try:
-            server = Broker(config, router=router, pub=pub, store=store, curve=curve)
+            server = Broker(config, router=router, pub=pub, store=store, curve=curve, cluster=node)
         except Exception as exc:
             raise StartError(f"cannot start the broker: {exc}") from None
         resources.append(server.close)
@@ -104,6 +118,32 @@ def beyond_loopback(endpoint: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+def join_cluster(url: str, config: BrokerConfig, node_id: str | None = None) -> ClusterNode:
+    """This broker's part in the cluster on the Redis at ``url``, or :class:`StartError`."""
+    # Imported here: redis-py is only needed in cluster mode.
+    try:
+        from zchat.broker.cluster.engine import Engine, Unavailable, connect
+        from zchat.broker.cluster.node import ClusterNode
+    except ImportError as exc:
+        raise StartError(
+            f"cluster mode needs redis-py: pip install 'zchat-zmq[cluster]' ({exc})"
+        ) from None
+    host = re.sub(r"[^A-Za-z0-9_.-]", "", socket.gethostname())[:40] or "node"
+    node = node_id or f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+    # A node's lease runs out as a silent session does: heartbeat x liveness.
+    lease = max(config.heartbeat * config.liveness, 1.0)
+    try:
+        client = connect(url)
+        engine = Engine(
+            client, node, history=config.history, lease=lease, say_ttl=config.dedupe_ttl
+        )
+        joined = ClusterNode(engine, history=config.history)
+    except (Unavailable, ValueError) as exc:
+        raise StartError(f"cannot join the cluster at {url}: {exc}") from None
+    log.info("cluster node %s on %s, epoch %s", node, url, engine.epoch)
+    return joined
 
 
 def _handle_signals(server: Broker) -> None:

@@ -470,6 +470,8 @@ class Client(Link):
             # Start afresh, as the guide's Lazy Pirate does: whatever the old sockets
             # hold (a backlog for a session that is gone, a stalled pipe) goes with them.
             await self._stop_sockets()
+            # Given several brokers (a cluster), try the next: this one went away.
+            self._next_broker()
             dealer = self._new_dealer()
             # A broker back with other security refuses each handshake: say why, once.
             watch = HandshakeWatch(dealer)

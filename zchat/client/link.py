@@ -24,7 +24,14 @@ import zmq.asyncio
 
 from zchat.client.events import ClientEvent, Status
 from zchat.curve import CurveKeys, apply_client
-from zchat.errors import BrokerError, ClosedError, ConnectTimeout, NotConnected, ProtocolError
+from zchat.errors import (
+    BrokerError,
+    ClosedError,
+    ConnectTimeout,
+    NotConnected,
+    ProtocolError,
+    UsageError,
+)
 from zchat.protocol.commands import Command, Sync, to_wire
 from zchat.protocol.decode import decode_event
 from zchat.protocol.events import ErrorReply, Event, Reply, RoomEvent, SyncSeen
@@ -51,8 +58,10 @@ class Link:
         curve: CurveKeys | None,
         context: zmq.asyncio.Context | None,
     ) -> None:
-        self.router = router
-        self.pub = pub
+        #: Several brokers of one cluster: comma-separated, router and pub in the same
+        #: order. The first is used first; each re-registration moves to the next.
+        self.brokers = _pairs(router, pub)
+        self.router, self.pub = self.brokers[0]
         self.connect_timeout = connect_timeout
         self._curve = curve
         self._own_context = context is None
@@ -106,6 +115,11 @@ class Link:
         # outage must not arrive after it, and unconfirmed messages are resent.
         dealer.setsockopt(zmq.IMMEDIATE, 1)
         return dealer
+
+    def _next_broker(self) -> None:
+        """Move on to the next broker of the list (a cluster's other node), if any."""
+        at = self.brokers.index((self.router, self.pub))
+        self.router, self.pub = self.brokers[(at + 1) % len(self.brokers)]
 
     def _start_sockets(self, dealer: zmq.asyncio.Socket) -> None:
         """Connect ``dealer`` and a new SUB, and start reading both."""
@@ -311,3 +325,13 @@ class Link:
         if self._silent:
             self._silent = False
             self._emit(Status("connected", "the broker answers again"))
+
+
+def _pairs(router: str, pub: str) -> list[tuple[str, str]]:
+    routers = [r.strip() for r in router.split(",") if r.strip()]
+    pubs = [p.strip() for p in pub.split(",") if p.strip()]
+    if not routers or len(routers) != len(pubs):
+        raise UsageError(
+            f"give as many pub endpoints as router endpoints ({len(routers)} and {len(pubs)})"
+        )
+    return list(zip(routers, pubs, strict=True))

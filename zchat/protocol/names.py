@@ -81,6 +81,9 @@ class ErrorCode(StrEnum):
     FULL = "full"
     #: Sent to a session's old connection when its owner registers the nick again.
     REPLACED = "replaced"
+    #: A cluster node cannot reach the store it shares with the others (Redis): the
+    #: command was not carried out; try again (or on another broker).
+    UNAVAILABLE = "unavailable"
 
 
 class LeaveReason(StrEnum):

@@ -1,0 +1,373 @@
+"""Cluster mode against one broker, in one run: ``python -m benchmarks.cluster``.
+
+- inbound: messages per second the brokers accept together, with 1, 2 and 3 nodes
+  (one sender per node, each as fast as its broker takes them; broker-bound), and a
+  single broker without Redis;
+- deliveries per second to 10 and 100 subscribers spread over 3 nodes;
+- round trip at 1,000 msg/s, sent through node A and received from node B, against
+  one broker sending and receiving.
+
+Real processes: ``redis-server`` (append-only file, fsync every second, as
+docs/cluster.md recommends), ``zchat broker`` processes, senders and receivers with
+raw zmq sockets. Prints a Markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from benchmarks.common import MP, BenchError, cpu_seconds, percentile
+from benchmarks.peers import ServerProcess, free_port
+from zchat.protocol.commands import Hello, Ping, Say, to_wire
+from zchat.protocol.wire import pack, room_topic
+
+LISTENING = re.compile(r"broker listening: router (\S+), pub (\S+),")
+ROOM = "bench"
+
+
+# ---------------------------------------------------------------- servers
+
+
+def start_redis() -> ServerProcess:
+    port = free_port()
+    argv = [
+        "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+        "--appendonly", "yes", "--appendfsync", "everysec",
+        "--client-output-buffer-limit", "pubsub 0 0 0",
+    ]  # fmt: skip
+    return ServerProcess(argv, port, tempfile.TemporaryDirectory(prefix="bench-cluster-"))
+
+
+class Node:
+    """A ``zchat broker`` process (cluster node if given a Redis URL)."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        argv = [
+            sys.executable, "-m", "zchat", "broker",
+            "--router", "tcp://127.0.0.1:0", "--pub", "tcp://127.0.0.1:0",
+            "--heartbeat", "30", "--rate-limit", "0",
+        ]  # fmt: skip
+        if redis_url is not None:
+            argv += ["--cluster", redis_url]
+        env = {**os.environ, "ZCHAT_LOG_LEVEL": "info"}
+        self.popen = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        self.router = self.pub = ""
+        assert self.popen.stderr is not None
+        deadline = time.monotonic() + 20
+        for line in self.popen.stderr:
+            found = LISTENING.search(line)
+            if found:
+                self.router, self.pub = found.group(1), found.group(2)
+                break
+            if time.monotonic() > deadline:
+                break
+        else:
+            raise BenchError("broker exited before listening")
+        if not self.router:
+            self.stop()
+            raise BenchError("broker did not listen")
+        # Its log must never fill a pipe and stall it: read it to the end.
+        threading.Thread(target=self.popen.stderr.read, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@contextmanager
+def cluster(nodes: int, with_redis: bool = True) -> Iterator[list[Node]]:
+    redis = start_redis() if with_redis else None
+    started: list[Node] = []
+    try:
+        url = f"redis://127.0.0.1:{redis.port}/0" if redis is not None else None
+        for _ in range(nodes):
+            started.append(Node(url))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+        if redis is not None:
+            redis.stop()
+
+
+# ---------------------------------------------------------------- workers
+
+
+def _register(ctx: zmq.Context[zmq.Socket[bytes]], router: str, nick: str) -> zmq.Socket[bytes]:
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(router)
+    dealer.send(pack(to_wire(Hello(nick, (ROOM,), id="h"))))
+    if not dealer.poll(20_000):
+        raise BenchError(f"{nick}: no welcome")
+    dealer.recv()
+    return dealer
+
+
+def _round_trip(dealer: zmq.Socket[bytes]) -> None:
+    dealer.send(pack(to_wire(Ping(id="p"))))
+    while dealer.poll(60_000):
+        if b"pong" in dealer.recv():
+            return
+    raise BenchError("no pong")
+
+
+def sender(conn: Connection, router: str, nick: str, n: int) -> None:
+    """Send ``n`` says as fast as the broker takes them; report the seconds it took."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    dealer = _register(ctx, router, nick)
+    frame = pack(to_wire(Say(ROOM, "x" * 100)))
+    conn.send("ready")
+    conn.recv()
+    start = time.perf_counter()
+    for _ in range(n):
+        dealer.send(frame)
+    # The broker handles a connection's envelopes in order: its pong means all were taken.
+    _round_trip(dealer)
+    conn.send(time.perf_counter() - start)
+    ctx.destroy(0)
+
+
+def member(conn: Connection, router: str, nick: str) -> None:
+    """A registered member of the room, so that its node carries the room."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    _register(ctx, router, nick)
+    conn.send("ready")
+    conn.recv()
+    ctx.destroy(0)
+
+
+def receivers(conn: Connection, pubs: list[str], expected: int) -> None:
+    """SUB sockets on the given PUBs; count deliveries until each has ``expected``."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    poller = zmq.Poller()
+    socks = []
+    for pub in pubs:
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, room_topic(ROOM))
+        sub.connect(pub)
+        poller.register(sub, zmq.POLLIN)
+        socks.append(sub)
+    time.sleep(1.0)  # slow joiners: a benchmark's settling time, not a test's wait
+    conn.send("ready")
+    got = 0
+    first = last = 0.0
+    want = expected * len(socks)
+    while got < want:
+        ready = poller.poll(10_000)
+        if not ready:
+            break
+        for sock, _ in ready:
+            while True:
+                try:
+                    sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                got += 1
+                last = time.perf_counter()
+                if got == 1:
+                    first = last
+    conn.send((got, last - first))
+    ctx.destroy(0)
+
+
+def timed_sender(conn: Connection, router: str, rate: float, seconds: float) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    dealer = _register(ctx, router, "ticker")
+    conn.send("ready")
+    conn.recv()
+    period = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        due = start + i * period
+        while (now := time.perf_counter()) < due:
+            time.sleep(min(due - now, 0.001))
+        dealer.send(pack(to_wire(Say(ROOM, f"{time.perf_counter():.9f}"))))
+    _round_trip(dealer)
+    conn.send("done")
+    ctx.destroy(0)
+
+
+def latency_receiver(conn: Connection, router: str, pub: str, count: int) -> None:
+    import msgpack
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    _register(ctx, router, "clock")
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, room_topic(ROOM))
+    sub.connect(pub)
+    time.sleep(1.0)
+    conn.send("ready")
+    rtts: list[float] = []
+    while len(rtts) < count and sub.poll(10_000):
+        frame = sub.recv()
+        arrived = time.perf_counter()
+        envelope = msgpack.unpackb(frame.split(b"\0", 1)[1])
+        if envelope.get("type") == "msg" and envelope.get("nick") == "ticker":
+            rtts.append((arrived - float(envelope["text"])) * 1000)
+    conn.send(rtts)
+    ctx.destroy(0)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def _spawn(target: Any, *args: Any) -> tuple[Any, Connection]:
+    parent, child = MP.Pipe()
+    proc = MP.Process(target=target, args=(child, *args), daemon=True)
+    proc.start()
+    return proc, parent
+
+
+def _expect(conn: Connection, timeout: float = 120) -> Any:
+    if not conn.poll(timeout):
+        raise BenchError("a worker did not answer")
+    return conn.recv()
+
+
+def inbound(nodes: int, n: int, with_redis: bool = True) -> dict[str, Any]:
+    with cluster(nodes, with_redis) as started:
+        workers = [_spawn(sender, node.router, f"s{i}", n) for i, node in enumerate(started)]
+        for _, conn in workers:
+            _expect(conn)
+        cpu0 = [cpu_seconds(node.pid) for node in started]
+        for _, conn in workers:
+            conn.send("go")
+        seconds = [float(_expect(conn)) for _, conn in workers]
+        cpu = [cpu_seconds(node.pid) - c for node, c in zip(started, cpu0, strict=True)]
+        for proc, _ in workers:
+            proc.join(10)
+    wall = max(seconds)
+    return {
+        "nodes": nodes,
+        "redis": with_redis,
+        "messages": n * nodes,
+        "msgs_per_s": n * nodes / wall,
+        "broker_cpu_per_s": [c / wall for c in cpu],
+    }
+
+
+def deliveries(subscribers: int, n: int) -> dict[str, Any]:
+    with cluster(3) as started:
+        members = [_spawn(member, node.router, f"m{i}") for i, node in enumerate(started)]
+        for _, conn in members:
+            _expect(conn)
+        pubs = [started[i % 3].pub for i in range(subscribers)]
+        groups = [pubs[0::2], pubs[1::2]]
+        recv = [_spawn(receivers, group, n) for group in groups if group]
+        for _, conn in recv:
+            _expect(conn)
+        send_proc, send_conn = _spawn(sender, started[0].router, "sender", n)
+        _expect(send_conn)
+        send_conn.send("go")
+        _expect(send_conn)
+        results = [_expect(conn) for _, conn in recv]
+        for _, conn in members:
+            conn.send("stop")
+        for proc, _ in [*members, *recv, (send_proc, send_conn)]:
+            proc.join(10)
+    got = sum(r[0] for r in results)
+    span = max(r[1] for r in results) or 1e-9
+    return {
+        "subscribers": subscribers,
+        "delivered": got,
+        "expected": subscribers * n,
+        "deliveries_per_s": got / span,
+    }
+
+
+def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
+    with cluster(2 if clustered else 1, with_redis=clustered) as started:
+        receiving = started[1] if clustered else started[0]
+        count = int(rate * seconds)
+        recv_proc, recv_conn = _spawn(latency_receiver, receiving.router, receiving.pub, count)
+        _expect(recv_conn)
+        send_proc, send_conn = _spawn(timed_sender, started[0].router, rate, seconds)
+        _expect(send_conn)
+        send_conn.send("go")
+        _expect(send_conn, 120)
+        rtts = sorted(_expect(recv_conn, 120))
+        for proc in (recv_proc, send_proc):
+            proc.join(10)
+    return {
+        "cluster": clustered,
+        "received": len(rtts),
+        "sent": count,
+        "p50_ms": percentile(rtts, 50),
+        "p99_ms": percentile(rtts, 99),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, a smoke run")
+    parser.add_argument("--out", type=Path, help="JSON results file")
+    args = parser.parse_args(argv)
+    if shutil.which("redis-server") is None:
+        print("redis-server is not installed: nothing to measure")
+        return 0
+    n = 2_000 if args.quick else 30_000
+    seconds = 2.0 if args.quick else 10.0
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    print(f"uptime at start: {uptime.strip()}")
+    results: dict[str, Any] = {"uptime": uptime.strip(), "quick": args.quick}
+    results["inbound"] = [inbound(1, n, with_redis=False)] + [inbound(k, n) for k in (1, 2, 3)]
+    results["deliveries"] = [deliveries(k, n // 10) for k in (10, 100)]
+    results["round_trip"] = [round_trip(False, 1000, seconds), round_trip(True, 1000, seconds)]
+    print(table(results))
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| measurement | value |", "|---|---|"]
+    for r in results["inbound"]:
+        what = f"{r['nodes']} node(s), cluster" if r["redis"] else "1 broker, no Redis"
+        cpu = ", ".join(f"{c:.0%}" for c in r["broker_cpu_per_s"])
+        lines.append(f"| inbound, {what} | {r['msgs_per_s']:,.0f} msg/s (broker CPU {cpu}) |")
+    for r in results["deliveries"]:
+        lines.append(
+            f"| deliveries, {r['subscribers']} subscribers over 3 nodes | "
+            f"{r['deliveries_per_s']:,.0f}/s ({r['delivered']}/{r['expected']} delivered) |"
+        )
+    rt = {r["cluster"]: r for r in results["round_trip"]}
+    for clustered, r in rt.items():
+        what = "cluster (A to B)" if clustered else "single broker"
+        lines.append(
+            f"| round trip at 1,000 msg/s, {what} | p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms ({r['received']}/{r['sent']}) |"
+        )
+    if True in rt and False in rt and rt[False]["p99_ms"] > 0:
+        ratio = rt[True]["p99_ms"] / rt[False]["p99_ms"]
+        lines.append(f"| p99 ratio cluster / single | {ratio:.2f}x |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Three brokers as one chat on Redis (docs/cluster.md): real brokers, real clients,
+a real redis-server (and a real 3-master Redis Cluster) started by the tests.
+Skipped only where redis-server is not installed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from conftest import ANY_PORT, BrokerThread, ZchatProcess
+from helpers import HEARTBEAT, client_for, collect_until, start_broker, wait_for
+from redis_servers import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisProcess, Server
+
+from zchat import Client
+from zchat.broker.adapter import Broker
+from zchat.broker.serve import join_cluster
+from zchat.broker.state import BrokerConfig
+from zchat.client.events import ClientEvent
+from zchat.errors import BrokerError, RegistrationError
+from zchat.protocol.commands import Nick
+from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Message, NickChanged
+
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed"
+)
+
+
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp(f"redis-{request.param}")
+    started: Server = RedisProcess(workdir) if request.param == "single" else RedisCluster(workdir)
+    yield started
+    started.kill()
+
+
+@pytest.fixture
+def redis_url(server: Server) -> str:
+    ports = [n.port for n in server.nodes] if isinstance(server, RedisCluster) else [server.port]
+    for port in ports:
+        client = redis.Redis(port=port)
+        client.flushall()
+        client.close()
+    return server.url
+
+
+@pytest.fixture
+def make_node(redis_url: str) -> Iterator[Callable[..., BrokerThread]]:
+    started: list[BrokerThread] = []
+
+    def start(**config: Any) -> BrokerThread:
+        config.setdefault("heartbeat", HEARTBEAT)
+        cfg = BrokerConfig(**config)
+        node = join_cluster(redis_url, cfg)
+        broker = Broker(cfg, router=ANY_PORT, pub=ANY_PORT, store=node.store, cluster=node)
+        thread = BrokerThread(broker)
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+def said(text: str) -> Callable[[ClientEvent], bool]:
+    return lambda e: isinstance(e, Message) and e.text == text
+
+
+async def test_three_nodes_are_one_chat(make_node: Callable[..., BrokerThread]) -> None:
+    a, b, c = make_node(), make_node(), make_node()
+    async with (
+        client_for(a, "ann") as ann,
+        client_for(b, "bob") as bob,
+        client_for(c, "cat") as cat,
+    ):
+        await wait_for(ann, Joined, nick="cat")
+        await ann.say("hello from a")
+        got = [await wait_for(x, Message, said("hello from a")) for x in (ann, bob, cat)]
+        assert len({m.seq for m in got}) == 1, "one seq for everyone"
+        await bob.say("hello from b")
+        from_b = [await wait_for(x, Message, said("hello from b")) for x in (ann, cat)]
+        assert {m.seq for m in from_b} == {got[0].seq + 1}
+        for x in (ann, bob, cat):
+            info = await x.who()
+            assert sorted(info.users) == ["ann", "bob", "cat"]
+            assert info.count == 3
+        # A nick held on another node is taken cluster-wide.
+        with pytest.raises(RegistrationError, match="in use"):
+            async with client_for(c, "ANN", connect_timeout=3):
+                pass
+        # A DM to a nick on another node.
+        await ann.dm("cat", "psst")
+        dm = await wait_for(cat, DirectMessage, text="psst")
+        assert (dm.nick, dm.to) == ("ann", "cat")
+        # A late joiner on c gets the history written through a.
+        async with client_for(c, "dan") as dan:
+            await wait_for(dan, Message, said("hello from a"))
+            await wait_for(dan, Message, said("hello from b"))
+            await wait_for(ann, Joined, nick="dan")
+        await wait_for(ann, Left, nick="dan")
+
+
+def texts(events: list[ClientEvent], prefix: str) -> list[str]:
+    return [e.text for e in events if isinstance(e, Message) and e.text.startswith(prefix)]
+
+
+async def test_a_killed_node_s_clients_resume_elsewhere_and_the_rest_leave_once(
+    zchat_proc: Callable[..., ZchatProcess], redis_url: str
+) -> None:
+    a, b, c = (start_broker(zchat_proc, "--cluster", redis_url) for _ in range(3))
+    # ann knows two brokers; zed only a, so zed does not come back.
+    ann = Client("ann", router=f"{a.router},{b.router}", pub=f"{a.pub},{b.pub}")
+    async with ann, client_for(a, "zed"), client_for(b, "bob") as bob, client_for(c, "cat") as cat:
+        await wait_for(bob, Joined, nick="cat")
+        for i in range(10):
+            await bob.say(f"m{i:02}")
+        seen_by_ann = await collect_until(ann, lambda e: texts([e], "m09") != [])
+        a.proc.signal(signal.SIGKILL)
+        # Said into the dead broker: kept unconfirmed, resent through b, deduped.
+        await ann.say("ann-1")
+        for i in range(10, 30):
+            await bob.say(f"m{i:02}")
+        seen_by_ann += await collect_until(ann, lambda e: texts([e], "m29") != [], timeout=30)
+        assert texts(seen_by_ann, "m") == [f"m{i:02}" for i in range(30)], "lost or doubled"
+        seen_by_cat = await collect_until(cat, lambda e: texts([e], "ann-1") != [], timeout=30)
+        if not any(isinstance(e, Left) and e.nick == "zed" for e in seen_by_cat):
+            seen_by_cat += await collect_until(
+                cat, lambda e: isinstance(e, Left) and e.nick == "zed", timeout=30
+            )
+        # One more message through every node after the clean-up: then count.
+        await bob.say("end")
+        seen_by_cat += await collect_until(cat, lambda e: texts([e], "end") != [], timeout=10)
+        await wait_for(ann, Message, lambda m: m.text == "end", timeout=10)
+        zed_leaves = [e for e in seen_by_cat if isinstance(e, Left) and e.nick == "zed"]
+        assert [e.reason for e in zed_leaves] == ["timeout"]
+        ann_leaves = [e for e in seen_by_cat if isinstance(e, Left) and e.nick == "ann"]
+        assert len(ann_leaves) <= 1, ann_leaves
+        assert texts(seen_by_cat, "ann-") == ["ann-1"]
+        assert sorted((await cat.who()).users) == ["ann", "bob", "cat"]
+        assert ann.router == b.router
+
+
+async def test_nodes_ride_out_a_redis_restart(
+    server: Server, make_node: Callable[..., BrokerThread]
+) -> None:
+    a, b = make_node(), make_node()
+    async with client_for(a, "ann") as ann, client_for(b, "bob") as bob:
+        await wait_for(ann, Joined, nick="bob")
+        await ann.say("before")
+        await wait_for(bob, Message, lambda m: m.text == "before")
+        server.kill()
+        # Not stored, so not acknowledged: the client is told.
+        refused = await ann.say("lost")
+        await wait_for(ann, ErrorReply, code="unavailable", re=refused, timeout=10)
+        server.restart()
+        # Until the nodes are back on Redis a say is refused (unavailable) or, said
+        # into the gap, resent; either way one that gets through is seen once.
+        deadline = time.monotonic() + 30
+        got: Message | None = None
+        attempt = 0
+        while got is None and time.monotonic() < deadline:
+            attempt += 1
+            await ann.say(f"after-{attempt}")
+            try:
+                got = await wait_for(
+                    bob, Message, lambda m: m.text.startswith("after-"), timeout=1.5
+                )
+            except pytest.fail.Exception:
+                continue
+        assert got is not None, "the nodes did not recover from the Redis restart"
+        # Acknowledged before the restart, kept by Redis (append-only file, fsync always).
+        page = await bob.history("lobby")
+        assert "before" in [e.text for e in page.events if isinstance(e, Message)]
+
+
+async def test_a_leave_during_a_redis_outage_is_published_when_it_is_back(
+    server: Server, make_node: Callable[..., BrokerThread]
+) -> None:
+    a, b = make_node(), make_node()
+    async with client_for(a, "ann") as ann:
+        bob = client_for(b, "bob")
+        await bob.connect()
+        await wait_for(ann, Joined, nick="bob")
+        server.kill()
+        # bob's session ends while Redis is away: its leave cannot be refused.
+        await bob.close("bye for now")
+        server.restart()
+        left = await wait_for(ann, Left, nick="bob", timeout=30)
+        assert (left.reason, left.message) == ("quit", "bye for now")
+        assert (await ann.who()).users == ("ann",)
+
+
+async def test_a_nick_change_is_cluster_wide(make_node: Callable[..., BrokerThread]) -> None:
+    a, b = make_node(), make_node()
+    async with client_for(a, "ann") as ann, client_for(b, "bob") as bob:
+        await wait_for(ann, Joined, nick="bob")
+        with pytest.raises(BrokerError, match="in use"):
+            await ann.request(Nick("BOB"), NickChanged)
+        await ann.change_nick("anna")
+        changed = await wait_for(bob, NickChanged, old="ann", new="anna")
+        assert changed.seq is not None
+        assert sorted((await bob.who()).users) == ["anna", "bob"]
+        # The old nick is free again, on any node.
+        async with client_for(b, "ann") as again:
+            assert again.nick == "ann"
