@@ -247,7 +247,14 @@ class Broker:
                 except zmq.ZMQError:
                     user = None  # no ZAP verdict attached: the envelope owns no nick
                 key = user if isinstance(user, str) else None
-            outputs = core.receive(peer, frame.bytes, now, frames=frames, key=key)
+            try:
+                outputs = core.receive(peer, frame.bytes, now, frames=frames, key=key)
+            except Exception:
+                # The core turns every bad envelope into a reply; this is a bug in
+                # it, and one envelope must not stop the broker for everyone.
+                core.counters.drops["internal_error"] += 1
+                log.exception("internal error on an envelope from %s", peer.hex()[:16])
+                continue
             # Only sessions are watched: garbage from strangers must not grow the map.
             if peer not in self._fd_of and peer in sessions:
                 self._track(peer, frame, now, outputs)

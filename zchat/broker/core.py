@@ -521,7 +521,11 @@ class BrokerCore:
         if ref is not None and (type(ref) is not str or _utf8_len(ref) > MAX_ID):
             return False
         if self._take_token(session, now, out, ref):
-            self._publish_say(session, room, text, action, ref, now, out)
+            try:
+                self._publish_say(session, room, text, action, ref, now, out)
+            except ProtocolError as exc:
+                # As the full path answers a command that failed (a cluster without Redis).
+                self._error(session.peer, session, exc, ref, now, out)
         return True
 
     def _publish_say(
