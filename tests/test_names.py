@@ -208,7 +208,8 @@ def test_a_look_alike_of_a_nick_another_key_owns_is_refused(durable: bool, tmp_p
     assert _hello_as(core, b"a", "Alice", "key-1", 1.0)["type"] == "welcome"
     core.receive(b"a", pack({"type": "bye"}), 2.0, key="key-1")
     if durable:
-        core.store.flush()
+        assert isinstance(core.store, SqliteStore)
+        core.store.close()  # one broker at a time holds a --db file
         core = new_core()
     refused = _hello_as(core, b"b", "AIice", "key-2", 3.0)
     assert (refused["code"], refused["similar_to"]) == ("nick_taken", "Alice")

@@ -170,6 +170,12 @@ def _error_case(code: str, ref: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     elif code == "full":
         config = BrokerConfig(rate_limit=0, max_clients=1)
         steps = [(a, hello), (b, {**hello, "nick": "Bea", **ref})]
+    elif code == "unavailable":
+        # A cluster node whose Redis is down: what it shares with the others refuses.
+        core = BrokerCore(BrokerConfig(rate_limit=0), shared=_RedisDown())
+        outs = core.receive(a, pack({**hello, **ref}), 1.0)
+        errors = [(o.peer, msgpack.unpackb(o.data)) for o in outs if isinstance(o, Reply)]
+        return next((p, e) for p, e in errors if e["type"] == "error")
     elif code == "replaced":
         core = BrokerCore(BrokerConfig(rate_limit=0))
         welcome = msgpack.unpackb(core.receive(a, pack(hello), 1.0)[-1].data)
@@ -183,6 +189,29 @@ def _error_case(code: str, ref: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     peer, error = errors[-1]
     assert error["code"] == code, (code, error)
     return peer, error
+
+
+class _RedisDown:
+    """The cluster seam of a node that cannot reach Redis (tests/test_cluster.py has the
+    real thing): registering needs it, so ``hello`` is refused ``unavailable``."""
+
+    def claim(self, *args: Any) -> None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
+
+    def publish(self, *args: Any) -> tuple[int, bool]:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
+
+    def info(self, *args: Any) -> Any:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
+
+    def history(self, *args: Any) -> bytes:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
+
+    def release(self, *args: Any) -> None:
+        pass
+
+    def direct(self, *args: Any) -> bool:
+        return False
 
 
 def _re_column(doc: str) -> dict[str, str]:
