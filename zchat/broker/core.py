@@ -544,8 +544,13 @@ class BrokerCore:
                 self.counters.duplicates += 1
                 self._reply(session.peer, Ack(ref, seen[0], seen[1], dup=True), out)
                 return
-        message = Message(room.name, session.nick, text, now, room.seq + 1, action, ref)
-        seq, dup = self.rooms.publish(room, message, out)
+        if self.shared is None:
+            seq, dup = room.seq + 1, False
+            wire = Message.wire(room.name, session.nick, text, now, seq, action, ref)
+            self.rooms.publish_packed(room, pack(wire), out)
+        else:
+            message = Message(room.name, session.nick, text, now, room.seq + 1, action, ref)
+            seq, dup = self.rooms.publish(room, message, out)
         if dup:
             # Published before through another broker of the cluster.
             assert ref is not None

@@ -64,13 +64,16 @@ class Rooms:
         """
         if self.shared is not None:
             return self.shared.publish(room, event, out)
+        assert event.seq == room.seq + 1
+        self.publish_packed(room, pack(event.to_wire()), out)
+        return room.seq, False
+
+    def publish_packed(self, room: Room, data: bytes, out: list[Output]) -> None:
+        """Publish an event already packed with ``seq`` = room.seq + 1 (single broker)."""
         room.seq += 1
-        assert event.seq == room.seq
-        data = pack(event.to_wire())
         self.store.append(room.name, room.seq, data)
         self.counters.published += 1
         out.append(Publish(room.wire_topic + data))
-        return room.seq, False
 
     def info(self, room: Room, ref: str | None = None) -> RoomInfo:
         """The ``who`` reply: in a cluster, with the members on every node."""
