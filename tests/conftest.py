@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import zmq
+from redis_servers import RedisCluster, RedisProcess, Server
 
 from zchat.broker.adapter import Broker
 from zchat.broker.core import BrokerCore
@@ -281,3 +282,14 @@ def zchat_proc() -> Iterator[Callable[..., ZchatProcess]]:
             zp.proc.send_signal(signal.SIGCONT)
             zp.proc.kill()
         zp.proc.wait(5)
+
+
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A real redis-server, then a real 3-master Redis Cluster: each test runs on both."""
+    workdir = tmp_path_factory.mktemp(f"redis-{request.param}")
+    started: Server = RedisProcess(workdir) if request.param == "single" else RedisCluster(workdir)
+    yield started
+    started.kill()

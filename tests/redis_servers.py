@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import redis
 import redis.cluster
 
@@ -155,3 +156,10 @@ def _dir(path: Path) -> Path:
 
 
 Server = RedisProcess | RedisCluster
+
+
+#: For a test module that needs Redis: skipped only where redis-server is not installed
+#: (CI installs it).
+needs_redis = pytest.mark.skipif(
+    REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed"
+)

@@ -13,7 +13,7 @@ import pytest
 import redis
 from conftest import ANY_PORT, BrokerThread, ZchatProcess
 from helpers import HEARTBEAT, client_for, collect_until, start_broker, wait_for
-from redis_servers import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisProcess, Server
+from redis_servers import RedisCluster, Server, needs_redis
 
 from zchat import Client
 from zchat.broker.adapter import Broker
@@ -24,19 +24,7 @@ from zchat.errors import BrokerError, RegistrationError
 from zchat.protocol.commands import Nick
 from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Message, NickChanged
 
-pytestmark = pytest.mark.skipif(
-    REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed"
-)
-
-
-@pytest.fixture(scope="module", params=["single", "cluster"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp(f"redis-{request.param}")
-    started: Server = RedisProcess(workdir) if request.param == "single" else RedisCluster(workdir)
-    yield started
-    started.kill()
+pytestmark = needs_redis
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 import redis
-from redis_servers import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisProcess, Server
+from redis_servers import RedisCluster, Server, needs_redis
 
 from zchat.broker.cluster import keys
 from zchat.broker.cluster.engine import (
@@ -27,19 +27,7 @@ from zchat.broker.cluster.engine import (
 )
 from zchat.protocol.events import Left, Message
 
-pytestmark = pytest.mark.skipif(
-    REDIS_SERVER is None or REDIS_CLI is None, reason="redis-server is not installed"
-)
-
-
-@pytest.fixture(scope="module", params=["single", "cluster"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp(f"redis-{request.param}")
-    started: Server = RedisProcess(workdir) if request.param == "single" else RedisCluster(workdir)
-    yield started
-    started.kill()
+pytestmark = needs_redis
 
 
 def _flush(server: Server) -> None:
