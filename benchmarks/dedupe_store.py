@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from zchat.broker.core import BrokerCore
+from zchat.broker.sqlite import SqliteStore
 from zchat.broker.state import BrokerConfig
-from zchat.broker.store import SqliteStore
 from zchat.protocol import pack
 
 SAYS = 20_000

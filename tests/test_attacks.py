@@ -27,7 +27,8 @@ from measure import rss_mib
 from test_core import A, B, C, Conversation
 
 from zchat.broker.core import BrokerCore
-from zchat.broker.store import NICKS_PER_KEY, MemoryStore, SqliteStore, Store
+from zchat.broker.sqlite import SqliteStore
+from zchat.broker.store import NICKS_PER_KEY, MemoryStore, Store
 from zchat.curve import CurveKeys, CurveServer, apply_client
 from zchat.protocol import pack, unpack
 from zchat.protocol.events import SyncSeen

@@ -16,8 +16,8 @@ from conftest import ZchatProcess
 from helpers import start_broker
 
 from zchat.broker.core import BrokerCore
+from zchat.broker.sqlite import SAID_TRIM_EVERY, SqliteStore
 from zchat.broker.state import BrokerConfig, Publish, Reply
-from zchat.broker.store import SAID_TRIM_EVERY, SqliteStore
 from zchat.protocol import pack
 
 HELLO = {"type": "hello", "v": 1, "nick": "Ann", "rooms": ["lobby"], "id": "h"}

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 import zchat.client.client
 from zchat import RegistrationError
 from zchat.broker.core import BrokerCore
+from zchat.broker.sqlite import SqliteStore
 from zchat.broker.state import BrokerConfig, Reply
-from zchat.broker.store import SqliteStore
 from zchat.errors import ProtocolError
 from zchat.protocol import names as name_rules
 from zchat.protocol import pack

@@ -32,8 +32,9 @@ from zchat import (
 )
 from zchat.broker.adapter import Broker
 from zchat.broker.auth import check_refuses_unknown
+from zchat.broker.sqlite import SqliteStore
 from zchat.broker.state import BrokerConfig
-from zchat.broker.store import MemoryStore, SqliteStore, Store
+from zchat.broker.store import MemoryStore, Store
 from zchat.curve import (
     CurveServer,
     client_curve,

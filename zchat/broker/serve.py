@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER, Broker
 from zchat.broker.metrics import Metrics
+from zchat.broker.sqlite import SqliteStore
 from zchat.broker.state import BrokerConfig
-from zchat.broker.store import SqliteStore, Store
+from zchat.broker.store import Store
 from zchat.curve import CurveServer
 from zchat.errors import SecurityError, StartError
 
