@@ -11,7 +11,6 @@ missing one is skipped by the runner.
 
 from __future__ import annotations
 
-import math
 import selectors
 import shutil
 import socket
@@ -21,7 +20,7 @@ from typing import Any
 
 from benchmarks.common import BenchError, cpu_seconds, expect, raise_fd_limit, rss_bytes, spawn
 from benchmarks.peers import ServerProcess, start_nats, start_redis
-from benchmarks.scale import PER_PROCESS, ROOM_SIZE, expect_go
+from benchmarks.scale import ROOM_SIZE, expect_go, start_loads
 
 #: What each system's idle clients are called in the scale table.
 SYSTEMS = {"redis": "Redis, default settings", "nats": "NATS, default settings"}
@@ -99,18 +98,11 @@ def run(system: str, clients: int, window: float) -> dict[str, Any]:
         server: ServerProcess = start_redis(clients + 100) if system == "redis" else start_nats()
         started.append(server)
         rss0 = rss_bytes(server.pid)
-        procs = math.ceil(clients / PER_PROCESS)
-        loads = []
-        for i in range(procs):
-            count = clients // procs + (1 if i < clients % procs else 0)
-            load = spawn(f"{system}-idle-{i}", load_worker, system, server.port, count, f"u{i}x")
-            started.append(load)
-            loads.append(load)
-        for load in loads:
-            expect(load, "connected", 120)
-        for load in loads:
-            load.send(("go",))
-        marks = [expect(load, "registered", 180) for load in loads]
+        loads, marks = start_loads(
+            started,
+            clients,
+            lambda i, n: spawn(f"{system}-idle-{i}", load_worker, system, server.port, n, f"u{i}x"),
+        )
         registered = max(m[2] for m in marks) - min(m[1] for m in marks)
         rss1 = rss_bytes(server.pid)
         cpu0 = cpu_seconds(server.pid)
@@ -127,7 +119,7 @@ def run(system: str, clients: int, window: float) -> dict[str, Any]:
             thing.stop()
     return {
         "clients": clients,
-        "load_processes": procs,
+        "load_processes": len(loads),
         "register_seconds": registered,
         "registrations_per_s": clients / registered,
         "refused": 0,

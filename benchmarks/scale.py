@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -20,6 +21,7 @@ import zmq
 
 from benchmarks.common import (
     BenchError,
+    Worker,
     cpu_seconds,
     expect,
     raise_fd_limit,
@@ -136,6 +138,24 @@ def broker_sessions(router: str) -> int:
         raise BenchError("no stats reply")
 
 
+def start_loads(
+    started: list[Any], clients: int, make: Callable[[int, int], Worker]
+) -> tuple[list[Worker], list[Any]]:
+    """Spread ``clients`` over load processes (``make(index, count)``), connect them all,
+    then register them at once; the loads and their ``registered`` marks."""
+    procs = math.ceil(clients / PER_PROCESS)
+    loads = []
+    for i in range(procs):
+        load = make(i, clients // procs + (1 if i < clients % procs else 0))
+        started.append(load)
+        loads.append(load)
+    for load in loads:
+        expect(load, "connected", 120)
+    for load in loads:
+        load.send(("go",))
+    return loads, [expect(load, "registered", 180) for load in loads]
+
+
 def run(clients: int, window: float, heartbeat: float = 1.0) -> dict[str, Any]:
     """Register ``clients``, then hold them idle for ``window`` seconds."""
     with workers() as started:
@@ -143,18 +163,11 @@ def run(clients: int, window: float, heartbeat: float = 1.0) -> dict[str, Any]:
             started, heartbeat=heartbeat, max_clients=clients + 64, pub_hwm=10_000
         )
         rss0 = rss_bytes(broker.pid)
-        procs = math.ceil(clients / PER_PROCESS)
-        loads = []
-        for i in range(procs):
-            count = clients // procs + (1 if i < clients % procs else 0)
-            load = spawn(f"load-{i}", load_worker, router, count, f"u{i}x", heartbeat, True)
-            started.append(load)
-            loads.append(load)
-        for load in loads:
-            expect(load, "connected", 120)
-        for load in loads:
-            load.send(("go",))
-        marks = [expect(load, "registered", 180) for load in loads]
+        loads, marks = start_loads(
+            started,
+            clients,
+            lambda i, n: spawn(f"load-{i}", load_worker, router, n, f"u{i}x", heartbeat, True),
+        )
         registered = max(m[2] for m in marks) - min(m[1] for m in marks)
         refused = sum(m[3] for m in marks)
         # One heartbeat for the pings to settle into their rhythm before measuring.
@@ -172,7 +185,7 @@ def run(clients: int, window: float, heartbeat: float = 1.0) -> dict[str, Any]:
             replies += expect(load, "replies", 30)[1]
     return {
         "clients": clients,
-        "load_processes": procs,
+        "load_processes": len(loads),
         "register_seconds": registered,
         "registrations_per_s": clients / registered,
         "refused": refused,

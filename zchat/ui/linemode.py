@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import threading
 from collections import deque
@@ -24,7 +23,7 @@ from zchat.ui.input import run_line
 from zchat.ui.lines import SCROLLBACK
 from zchat.ui.noise import Joins, hidden
 from zchat.ui.personal import Personal, alert_sequence
-from zchat.ui.render import clean, format_event
+from zchat.ui.render import clean, format_event, json_line
 from zchat.ui.transcript import Transcript
 
 
@@ -97,9 +96,7 @@ class LineMode:
         self.out.flush()
 
     def _write_json(self, obj: Mapping[str, Any]) -> None:
-        # ensure_ascii: C1 controls (U+009B is a CSI) and bidi overrides in other
-        # users' text reach the terminal as \u escapes, inert.
-        self._write(json.dumps(obj, ensure_ascii=True))
+        self._write(json_line(obj))
 
     def show_info(
         self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None

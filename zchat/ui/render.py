@@ -12,6 +12,7 @@ import re
 import time
 import unicodedata
 import zlib
+from collections.abc import Mapping
 from typing import Any, Final
 
 from zchat.client.events import ClientEvent, Missed, Status
@@ -159,11 +160,19 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     return {"code": "failed"}
 
 
+def json_line(obj: Mapping[str, Any]) -> str:
+    """One line of ``zchat client --json``: every line that mode prints comes from here.
+
+    ensure_ascii: C1 controls (U+009B is a CSI) and bidi overrides in other users'
+    text reach the terminal as \\u escapes, inert.
+    """
+    return json.dumps(obj, ensure_ascii=True)
+
+
 def error_json(exc: ZchatError) -> str:
     """The JSON object (one line) of an error that ends ``zchat client --json``."""
     reason = exc.reason if isinstance(exc, BrokerError | ProtocolError) else str(exc)
-    failure = {"type": "error", **error_fields(exc), "fatal": True, "reason": reason}
-    return json.dumps(failure, ensure_ascii=False)
+    return json_line({"type": "error", **error_fields(exc), "fatal": True, "reason": reason})
 
 
 def error_line(exc: ZchatError) -> str:
