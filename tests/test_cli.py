@@ -11,6 +11,7 @@ from conftest import BrokerThread, ZchatProcess
 from typer.core import TyperGroup, TyperOption
 from typer.testing import CliRunner
 
+from zchat import native
 from zchat.cli import app, zchat_version
 
 #: Options with no ZCHAT_* variable of their own, and why.
@@ -71,7 +72,7 @@ def test_help_of_stats_shows_the_variables_of_its_flags() -> None:
 def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
-    assert result.output == f"zchat {zchat_version()}\n"
+    assert result.output == f"zchat {zchat_version()}, {native.describe()}\n"
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", zchat_version())
 
 

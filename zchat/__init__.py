@@ -5,6 +5,8 @@ The library a bot or front end needs is here; the layers are ``zchat.protocol``
 the other), ``zchat.ui`` (on the client) and ``zchat.cli`` on top.
 """
 
+# First: decides between the compiled hot modules and their Python before any is imported.
+from zchat import native  # noqa: F401
 from zchat.client.client import Client
 from zchat.client.events import ClientEvent, Missed, Status
 from zchat.curve import CurveKeys

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from zchat import native
 from zchat.broker.adapter import DEFAULT_PUB, DEFAULT_ROUTER
 from zchat.broker.serve import serve
 from zchat.broker.state import BrokerConfig
@@ -95,7 +96,7 @@ app = Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"zchat {zchat_version()}")
+        typer.echo(f"zchat {zchat_version()}, {native.describe()}")
         raise typer.Exit()
 
 

@@ -19,6 +19,7 @@ import zmq
 import zmq.backend
 from zmq.utils.monitor import parse_monitor_message
 
+from zchat import native
 from zchat.broker.auth import BrokerAuth, check_refuses_unknown
 from zchat.broker.core import BrokerCore
 from zchat.broker.routing import chosen, seed_routing_ids
@@ -148,11 +149,12 @@ class Broker:
 
     def run(self) -> None:
         log.info(
-            "broker listening: router %s, pub %s, heartbeat %gs, epoch %s",
+            "broker listening: router %s, pub %s, heartbeat %gs, epoch %s, core %s",
             self.router_endpoint,
             self.pub_endpoint,
             self.config.heartbeat,
             self.core.epoch,
+            native.describe(),
         )
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)

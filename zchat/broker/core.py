@@ -72,7 +72,7 @@ from zchat.protocol.names import (
     fold,
     skeleton,
 )
-from zchat.protocol.wire import pack, sync_topic, unpack
+from zchat.protocol.wire import msg_envelope, pack, sync_topic, unpack
 from zchat.ratelimit import TokenBucket
 
 __all__ = ["BrokerConfig", "BrokerCore", "Counters", "MemoryStore", "Output", "Publish", "Reply"]
@@ -546,7 +546,7 @@ class BrokerCore:
                 return
         if self.shared is None:
             seq, dup = room.seq + 1, False
-            wire = Message.wire(room.name, session.nick, text, now, seq, action, ref)
+            wire = msg_envelope(room.name, session.nick, text, now, seq, action, ref)
             self.rooms.publish_packed(room, pack(wire), out)
         else:
             message = Message(room.name, session.nick, text, now, room.seq + 1, action, ref)
