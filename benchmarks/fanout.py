@@ -13,10 +13,12 @@ anything that is, is reported and not counted.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -32,6 +34,7 @@ from benchmarks.common import (
     wait_stop,
     workers,
 )
+from zchat import native
 from zchat.broker.core import BrokerCore
 from zchat.broker.state import BrokerConfig, Publish
 from zchat.protocol import pack, room_topic, sync_topic
@@ -183,6 +186,8 @@ class Setup:
     server_pid: int
     receiver: Callable[..., None]
     receiver_args: tuple[Any, ...]
+    #: For a zchat broker: whether it runs the compiled hot modules (seen in its memory map).
+    compiled: bool | None = None
 
 
 SetupFn = Callable[[list[Any], int], Setup]
@@ -196,14 +201,43 @@ def setup_pyzmq(started: list[Any], n: int) -> Setup:
     return Setup(source, source.pid, zmq_receiver, (endpoint,))
 
 
-def setup_zchat(started: list[Any], n: int) -> Setup:
+def runs_compiled(pid: int) -> bool:
+    """Whether process ``pid`` has loaded zchat's compiled modules (their shared library)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return any(line.rstrip().endswith(".so") and "hot__mypyc" in line for line in maps.split("\n"))
+
+
+@contextlib.contextmanager
+def pure_python() -> Iterator[None]:
+    """Processes spawned meanwhile run zchat's pure Python path (``ZCHAT_PURE=1``)."""
+    before = os.environ.get(native.PURE_ENV)
+    os.environ[native.PURE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[native.PURE_ENV]
+        else:
+            os.environ[native.PURE_ENV] = before
+
+
+def setup_zchat(started: list[Any], n: int, *, pure: bool = False) -> Setup:
     say, _ = sample()
     # A long heartbeat: a sender idle while the subscribers catch up must not time out.
-    broker, router, pub = start_broker(started, heartbeat=60.0, pub_hwm=0)
+    with pure_python() if pure else contextlib.nullcontext():
+        broker, router, pub = start_broker(started, heartbeat=60.0, pub_hwm=0)
+    compiled = runs_compiled(broker.pid)
+    if pure and compiled:
+        raise BenchError("the broker was to run pure Python but loaded the compiled modules")
     source = spawn("sender", zchat_sender, router, say, n)
     started.append(source)
     expect(source, "ready", 30)
-    return Setup(source, broker.pid, zmq_receiver, (pub,))
+    return Setup(source, broker.pid, zmq_receiver, (pub,), compiled)
+
+
+def setup_zchat_pure(started: list[Any], n: int) -> Setup:
+    """The same broker on the pure Python path, for comparison in the same run."""
+    return setup_zchat(started, n, pure=True)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -249,4 +283,5 @@ def run(setup: SetupFn, subscribers: int, n: int, quiet: float = QUIET) -> dict[
         "server_cpu_s": cpu,
         "server_us_per_delivery": cpu / delivered * 1e6 if delivered else None,
         "cpu_us_per_message": {role: seconds / n * 1e6 for role, seconds in used.items()},
+        **({} if s.compiled is None else {"compiled": s.compiled}),
     }

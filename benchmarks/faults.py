@@ -4,7 +4,8 @@
     python -m benchmarks.faults --long          # nightly sizes (~20 min)
     python -m benchmarks.faults soak --json out.json
 
-Scenarios: ``dead`` (SIGKILLed and SIGSTOPped clients), ``frozen`` (a frozen
+Scenarios: ``dead`` (SIGKILLed and SIGSTOPped clients, at the default heartbeat;
+also part of ``python -m benchmarks``), ``frozen`` (a frozen
 subscriber while others chat), ``flood`` (one client as fast as it can),
 ``restart`` (broker SIGKILLed under load), ``garbage`` (random bytes and
 garbage CURVE handshakes), ``soak`` (many clients for minutes). The fast
@@ -38,6 +39,7 @@ import zmq
 import zmq.auth
 
 from zchat import Client, CurveKeys, Message
+from zchat.broker.state import BrokerConfig
 from zchat.client.probe import Probe
 from zchat.protocol import pack, split_pub_frame, unpack
 
@@ -328,8 +330,11 @@ def start_workers(
 # ---------------------------------------------------------------- scenarios
 
 
-def dead(long: bool) -> dict[str, Any]:
-    hb = 1.0
+def dead(long: bool, heartbeat: float | None = None, settle: float = 4.0) -> dict[str, Any]:
+    """Clients SIGKILLed and SIGSTOPped at once, at the broker's default heartbeat unless
+    told otherwise: how long until each leaves, seen by an observer on the PUB, and that
+    each leaves once (any late second leave shows up within ``settle`` heartbeats)."""
+    hb = BrokerConfig().heartbeat if heartbeat is None else heartbeat
     kill_procs, kill_per = (5, 10) if long else (2, 5)
     stop_procs, stop_per = (2, 5) if long else (2, 2)
     broker = BrokerProc(heartbeat=hb)
@@ -350,19 +355,22 @@ def dead(long: bool) -> dict[str, Any]:
         while len(obs.of("leave")) < victims and time.monotonic() < deadline:
             obs.pump(0.2)
         leaves = obs.of("leave")
-        delays = [e["ts"] - stopped_at for e in leaves]
+        delays = {
+            who: [e["ts"] - stopped_at for e in leaves if e["nick"].startswith(who)]
+            for who in ("k", "f")
+        }
         probe = Probe(broker.router)
         ghosts = probe.stats()["sessions"]
         for w in frozen:
             w.signal(signal.SIGCONT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 4 * hb + 10
         while time.monotonic() < deadline:
             obs.pump(0.5)
             rejoined = {e["nick"] for e in obs.of("join") if e["nick"].startswith("f")}
             everyone_back = len(rejoined) == stop_procs * stop_per
             if everyone_back and probe.stats()["sessions"] == len(rejoined):
                 break
-        obs.pump(4 * hb)  # any late duplicate leave would show up here
+        obs.pump(settle * hb)  # any late duplicate leave would show up here
         per_nick = Counter(e["nick"] for e in obs.of("leave"))
         probe.close()
     ctx.destroy(linger=0)
@@ -372,7 +380,10 @@ def dead(long: bool) -> dict[str, Any]:
         "sigstopped": stop_procs * stop_per,
         "leaves_seen": len(leaves),
         "reasons": dict(Counter(e["reason"] for e in leaves)),
-        "time_to_leave": spread(delays),
+        "after_kill": spread(delays["k"]),
+        "after_stop": spread(delays["f"]),
+        #: The slowest leave after SIGSTOP, in heartbeats (the bound is liveness, 3).
+        "after_stop_heartbeats": max(delays["f"]) / hb if delays["f"] else None,
         "guarantee_ms": (3 * hb + 1) * 1000,
         "ghosts": ghosts,
         "duplicate_leaves": sum(c - 1 for c in per_nick.values()),

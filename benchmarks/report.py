@@ -13,10 +13,11 @@ from rich.table import Table
 
 BEGIN = "<!-- results:begin (written by python -m benchmarks) -->"
 END = "<!-- results:end -->"
-SYSTEMS = ("pyzmq", "zchat", "threaded", "redis", "nats")
+SYSTEMS = ("pyzmq", "zchat", "zchat-pure", "threaded", "redis", "nats")
 LABELS = {
     "pyzmq": "raw pyzmq PUB (ceiling)",
     "zchat": "zchat broker",
+    "zchat-pure": "zchat broker, pure Python (`ZCHAT_PURE=1`)",
     "threaded": "threaded socket server",
     "redis": "Redis pub/sub",
     "nats": "NATS",
@@ -39,6 +40,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of issue 6 with its measured median and whether it is met."""
     r = results.get("ratios", {})
     sc = results.get("scale", {})
+    dead = results.get("faults", {}).get("dead", {})
+    kill_ms = _median(dead, "after_kill_max_ms")
     at10k = "at 10,000 clients"
     checks = [
         ("fan-out at 10 subscribers / raw pyzmq", ">=", 0.7, _median(r, "fanout_vs_pyzmq", "10")),
@@ -61,6 +64,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "<",
             50.0,
             _median(sc, "10000", "heartbeat 5s", "rss_per_client_kb"),
+        ),
+        (
+            "leave after kill -9 (slowest of a run), s",
+            "<",
+            1.0,
+            None if kill_ms is None else kill_ms / 1000,
+        ),
+        (
+            "leave after SIGSTOP (slowest of a run), heartbeats",
+            "<=",
+            3.0,
+            _median(dead, "after_stop_heartbeats"),
         ),
     ]
     found = []
@@ -129,6 +144,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, msgpack {m['msgpack']}; "
         f"load average {m['load_before']:.2f} at the start (the machine is shared).",
     ]
+    if "zchat_path" in results:
+        lines.append(f"zchat: {results['zchat_path']}.")
     versions = results.get("peers", {})
     if versions:
         lines.append("Peers: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".")
@@ -160,6 +177,14 @@ def markdown(results: dict[str, Any]) -> str:
             if row:
                 cells = [_span(row.get(str(n))) for n in subs]
                 lines.append(f"| *zchat / {other}* | " + " | ".join(cells) + " |")
+        for key, label in (
+            ("fanout_pure_vs_pyzmq", "zchat pure Python / pyzmq"),
+            ("fanout_compiled_vs_pure", "zchat compiled / pure Python"),
+        ):
+            row = ratios.get(key)
+            if row:
+                cells = [_span(row.get(str(n))) for n in subs]
+                lines.append(f"| *{label}* | " + " | ".join(cells) + " |")
         lines += [
             "",
             "Server CPU per delivered message, microseconds (the broker, the raw PUB or "
@@ -247,6 +272,29 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{_span(e['us_per_heartbeat'], 1, 1) if 'us_per_heartbeat' in e else '-'} | "
                     f"{_span(e['sessions_after'], 1, 0)} |"
                 )
+    dead = results.get("faults", {}).get("dead")
+    if dead:
+        lines += [
+            "",
+            f"### Leaving: clients killed (SIGKILL) and frozen (SIGSTOP) at once, "
+            f"heartbeat {dead['heartbeat_s']:g} s (the default)",
+            "",
+            "Per repetition: the median and the slowest client; `python -m benchmarks.faults "
+            "dead` (short sizes).",
+            "",
+            "| clients | leave after, median | leave after, slowest | slowest, heartbeats |",
+            "|---|---|---|---|",
+            f"| {dead['sigkilled']:,} killed with SIGKILL | "
+            f"{_span(dead['after_kill_p50_ms'], 1, 0)} ms | "
+            f"{_span(dead['after_kill_max_ms'], 1, 0)} ms | - |",
+            f"| {dead['sigstopped']:,} frozen with SIGSTOP | "
+            f"{_span(dead['after_stop_p50_s'])} s | {_span(dead['after_stop_max_s'])} s | "
+            f"{_span(dead['after_stop_heartbeats'])} |",
+            "",
+            f"Leaves seen {dead['leaves_seen']:,} of {dead['sigkilled'] + dead['sigstopped']:,}; "
+            f"sessions left behind {dead['ghosts']}; duplicate leaves {dead['duplicate_leaves']} "
+            "(all repetitions).",
+        ]
     lines += ["", END]
     return "\n".join(lines)
 

@@ -16,8 +16,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import fanout, idle, latency, peers, report, scale
+from benchmarks import fanout, faults, idle, latency, peers, report, scale
 from benchmarks.common import BenchError, machine, summary
+from zchat import native
+from zchat.broker.state import BrokerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,6 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FANOUT_SETUPS: dict[str, fanout.SetupFn] = {
     "pyzmq": fanout.setup_pyzmq,
     "zchat": fanout.setup_zchat,
+    "zchat-pure": fanout.setup_zchat_pure,
     "threaded": peers.setup_threaded,
     "redis": peers.setup_redis,
     "nats": peers.setup_nats,
@@ -58,6 +61,10 @@ class Plan:
     #: Idle clients held on Redis and NATS beside zchat's.
     idle_peers: tuple[int, ...]
     window: float
+    #: Fan-out of the broker on its pure Python path too (when this install is compiled).
+    pure_subs: tuple[int, ...]
+    #: ``benchmarks.faults dead``: killed and frozen clients leaving, at the default heartbeat.
+    dead: bool
 
 
 FULL = Plan(
@@ -72,6 +79,8 @@ FULL = Plan(
     scale=((1000, 5.0), (10_000, 1.0), (10_000, 5.0)),
     idle_peers=(10_000,),
     window=3.0,
+    pure_subs=(10,),
+    dead=True,
 )
 QUICK = Plan(
     reps=1,
@@ -85,6 +94,8 @@ QUICK = Plan(
     scale=((300, 5.0),),
     idle_peers=(300,),
     window=1.0,
+    pure_subs=(10,),
+    dead=False,
 )
 
 
@@ -96,6 +107,10 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
     found: list[Task] = []
     if "fanout" in suites:
         systems = ["pyzmq", "zchat"]
+        if native.compiled():
+            systems.append("zchat-pure")
+        else:
+            notes.append(f"zchat-pure skipped: this install runs {native.describe()} already")
         for peer in PEERS:
             why = peers.missing(peer)
             if why is None:
@@ -105,7 +120,9 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
         for subs in sorted(set(plan.fanout_subs) | set(plan.peer_subs)):
             n = messages(plan, subs)
             for system in systems:
-                wanted = plan.fanout_subs if system in ("pyzmq", "zchat") else plan.peer_subs
+                wanted = {"pyzmq": plan.fanout_subs, "zchat": plan.fanout_subs}.get(
+                    system, plan.pure_subs if system == "zchat-pure" else plan.peer_subs
+                )
                 if subs not in wanted:
                     continue
                 setup = FANOUT_SETUPS[system]
@@ -157,6 +174,17 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
                         lambda s=system, c=clients: idle.run(s, c, plan.window),  # type: ignore[misc]
                     )
                 )
+    if "faults" in suites and plan.dead:
+        found.append(
+            Task(
+                "faults",
+                "dead",
+                BrokerConfig().heartbeat,
+                "leaving: clients killed and frozen",
+                # One heartbeat is enough to see a late second leave in a benchmark run.
+                lambda: faults.dead(False, settle=1.0),
+            )
+        )
     return found
 
 
@@ -207,7 +235,7 @@ def per_rep_ratio(
 def summarise(
     runs: dict[tuple[str, str, float], list[dict[str, Any]]],
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"fanout": {}, "latency": {}, "scale": {}, "ratios": {}}
+    out: dict[str, Any] = {"fanout": {}, "latency": {}, "scale": {}, "faults": {}, "ratios": {}}
     for (suite, system, param), results in runs.items():
         good = [r for r in results if "error" not in r]
         entry: dict[str, Any] = {"errors": [r["error"] for r in results if "error" in r]}
@@ -231,6 +259,20 @@ def summarise(
             entry["samples"] = sum(r["samples"] for r in good)
             entry["lost"] = sum(r["lost"] for r in good)
             out["latency"].setdefault(system, {})[str(int(param))] = entry
+        elif suite == "faults":
+            kills = [r["after_kill"] for r in good if r["after_kill"].get("n")]
+            stops = [r["after_stop"] for r in good if r["after_stop"].get("n")]
+            entry["heartbeat_s"] = param
+            entry["after_kill_p50_ms"] = summary([k["p50_ms"] for k in kills])
+            entry["after_kill_max_ms"] = summary([k["max_ms"] for k in kills])
+            entry["after_stop_p50_s"] = summary([k["p50_ms"] / 1000 for k in stops])
+            entry["after_stop_max_s"] = summary([k["max_ms"] / 1000 for k in stops])
+            entry["after_stop_heartbeats"] = summary(
+                [r["after_stop_heartbeats"] for r in good if r["after_stop_heartbeats"]]
+            )
+            for key in ("sigkilled", "sigstopped", "leaves_seen", "ghosts", "duplicate_leaves"):
+                entry[key] = sum(r[key] for r in good)
+            out["faults"][system] = entry
         else:
             for key in (
                 "register_seconds",
@@ -255,6 +297,16 @@ def summarise(
                     ratios.setdefault(f"fanout_vs_{other}", {})[key] = per_rep_ratio(
                         results, reference, "deliveries_per_s"
                     )
+        if suite == "fanout" and system == "zchat-pure":
+            key = str(int(param))
+            for name, top, bottom in (
+                ("fanout_pure_vs_pyzmq", results, runs.get(("fanout", "pyzmq", param))),
+                ("fanout_compiled_vs_pure", runs.get(("fanout", "zchat", param)), results),
+            ):
+                if top and bottom:
+                    ratios.setdefault(name, {})[key] = per_rep_ratio(
+                        top, bottom, "deliveries_per_s"
+                    )
         if suite == "latency" and system == "zchat":
             reference = runs.get(("latency", "echo", param))
             if reference:
@@ -272,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("fanout", "latency", "scale"),
+        choices=("fanout", "latency", "scale", "faults"),
         help="run only this suite (repeatable)",
     )
     parser.add_argument("--out", type=Path, help="JSON results file")
@@ -287,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or plan.reps
     if reps < 1:
         parser.error("--reps must be at least 1")
-    suites = set(args.only or ("fanout", "latency", "scale"))
+    suites = set(args.only or ("fanout", "latency", "scale", "faults"))
     out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
     docs = (not args.quick) if args.docs is None else args.docs
     console = Console(stderr=True)
@@ -306,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "seconds": time.time() - started,
         "machine": info,
+        "zchat_path": native.describe(),
         "peers": peers.versions(),
         "notes": notes,
         "idle": plan.idle,
