@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,6 +176,94 @@ def socket_stages(n: int, rounds: int, subscribers: int = 10) -> dict[str, float
     return figures
 
 
+#: Subsets of the hot modules, each compiled alone in a copy of ``zchat/`` (``--sets``).
+SETS: dict[str, tuple[str, ...]] = {
+    "none (pure)": (),
+    "protocol, ratelimit": ("ratelimit", "protocol/names", "protocol/wire"),
+    "broker/core": ("broker/core",),
+    "broker": ("broker/state", "broker/sessions", "broker/rooms", "broker/core"),
+    "all 7 (installed)": (
+        "ratelimit",
+        "protocol/names",
+        "protocol/wire",
+        "broker/state",
+        "broker/sessions",
+        "broker/rooms",
+        "broker/core",
+    ),
+}
+
+
+def per_call(n: int, rounds: int) -> dict[str, float]:
+    """Microseconds per ``receive`` of a say, a say with an id, a ping, a ``who`` (the
+    full decoder's path), at the default rate limit."""
+    core = BrokerCore(BrokerConfig(history=500), now=1.0)
+    core.receive(PEER, pack({"type": "hello", "v": 1, "nick": "s", "rooms": [ROOM]}), 1.0)
+    frames = {
+        "say": [pack({"type": "say", "room": ROOM, "text": TEXT})],
+        "say with id": [
+            pack({"type": "say", "room": ROOM, "text": TEXT, "id": f"m{i}"}) for i in range(1000)
+        ],
+        "ping": [pack({"type": "ping"})],
+        "who": [pack({"type": "who", "room": ROOM})],
+    }
+    clock = [2.0]
+    figures = {}
+    for name, batch in frames.items():
+
+        def run(batch: list[bytes] = batch) -> None:
+            receive = core.receive
+            for i in range(n):
+                # A tenth of a second apart: the rate limit never refuses.
+                clock[0] += 0.1
+                receive(PEER, batch[i % len(batch)], clock[0])
+
+        figures[name] = best(run, n, rounds)
+    return figures
+
+
+def module_sets(n: int, rounds: int, reps: int) -> dict[str, dict[str, float]]:
+    """Each of ``SETS`` compiled with this environment's mypyc, then timed, alternated."""
+    root = Path(__file__).resolve().parent.parent
+    work = Path(tempfile.mkdtemp(prefix="zchat-sets-"))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for i, modules in enumerate(SETS.values()):
+            copy = work / str(i)
+            ignore = shutil.ignore_patterns("*.so", "_compiled.json", "__pycache__")
+            shutil.copytree(root / "zchat", copy / "zchat", ignore=ignore)
+            if modules:
+                paths = [f"zchat/{m}.py" for m in modules]
+                mypyc = Path(sys.executable).with_name("mypyc")
+                subprocess.run(
+                    [str(mypyc), "--ignore-missing-imports", *paths],
+                    cwd=copy,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+        code = "import json, sys; from benchmarks.stages import per_call; "
+        code += f"print(json.dumps(per_call({n}, {rounds})))"
+        for _ in range(reps):
+            for i, name in enumerate(SETS):
+                env = {**os.environ, "PYTHONPATH": f"{work / str(i)}{os.pathsep}{root}"}
+                env.pop("ZCHAT_PURE", None)
+                done = subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    cwd=work / str(i),
+                    stdout=subprocess.PIPE,
+                    check=True,
+                    text=True,
+                )
+                figures = json.loads(done.stdout)
+                kept = results.setdefault(name, figures)
+                for key, value in figures.items():
+                    kept[key] = min(kept[key], value)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
 def one(n: int, rounds: int) -> dict[str, Any]:
     return {
         "path": zchat.native.describe(),
@@ -189,9 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="child processes per path, alternated")
     parser.add_argument("--one", action="store_true", help="this process's path only (JSON)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--sets", action="store_true", help="receive per call with subsets of the modules compiled"
+    )
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.n, args.rounds)))
+        return 0
+    if args.sets:
+        sets = module_sets(min(args.n, 20_000), args.rounds, args.reps)
+        kinds = list(next(iter(sets.values())))
+        print(f"{'us per receive':<22}" + "".join(f"{k:>13}" for k in kinds))
+        for name, figures in sets.items():
+            print(f"{name:<22}" + "".join(f"{figures[k]:>13.2f}" for k in kinds))
+        if args.json:
+            args.json.write_text(json.dumps(sets, indent=1) + "\n")
         return 0
     results: dict[str, dict[str, Any]] = {}
     command = [sys.executable, "-m", "benchmarks.stages", "--one"]
