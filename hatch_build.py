@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,9 @@ def compile_hot(root: Path, work: Path) -> dict[str, Path]:
         command, cwd=source, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     if done.returncode != 0:
-        raise RuntimeError(textwrap.shorten(done.stdout[-3000:], 1500, placeholder=" ..."))
+        # The last line says what failed (the compiler's error, or a missing compiler).
+        lines = done.stdout.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise RuntimeError(lines[-1][-500:])
     built = {p.relative_to(lib).as_posix(): p for p in lib.rglob("*.so")}
     expected = {_module(path) for path in HOT}
     got = {name.split(".", 1)[0].replace("/", ".") for name in built}
