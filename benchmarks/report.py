@@ -273,21 +273,22 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{_span(e['sessions_after'], 1, 0)} |"
                 )
     dead = results.get("faults", {}).get("dead")
-    if dead:
+    if dead and dead.get("repetitions"):
+        reps = dead["repetitions"]
         lines += [
             "",
             f"### Leaving: clients killed (SIGKILL) and frozen (SIGSTOP) at once, "
             f"heartbeat {dead['heartbeat_s']:g} s (the default)",
             "",
-            "Per repetition: the median and the slowest client; `python -m benchmarks.faults "
-            "dead` (short sizes).",
+            "Clients per repetition; cells are the median and the slowest client of each "
+            "repetition, summarised over them; `python -m benchmarks.faults dead` (short sizes).",
             "",
             "| clients | leave after, median | leave after, slowest | slowest, heartbeats |",
             "|---|---|---|---|",
-            f"| {dead['sigkilled']:,} killed with SIGKILL | "
+            f"| {dead['sigkilled'] // reps:,} killed with SIGKILL | "
             f"{_span(dead['after_kill_p50_ms'], 1, 0)} ms | "
             f"{_span(dead['after_kill_max_ms'], 1, 0)} ms | - |",
-            f"| {dead['sigstopped']:,} frozen with SIGSTOP | "
+            f"| {dead['sigstopped'] // reps:,} frozen with SIGSTOP | "
             f"{_span(dead['after_stop_p50_s'])} s | {_span(dead['after_stop_max_s'])} s | "
             f"{_span(dead['after_stop_heartbeats'])} |",
             "",

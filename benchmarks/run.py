@@ -270,6 +270,7 @@ def summarise(
             entry["after_stop_heartbeats"] = summary(
                 [r["after_stop_heartbeats"] for r in good if r["after_stop_heartbeats"]]
             )
+            entry["repetitions"] = len(good)
             for key in ("sigkilled", "sigstopped", "leaves_seen", "ghosts", "duplicate_leaves"):
                 entry[key] = sum(r[key] for r in good)
             out["faults"][system] = entry
