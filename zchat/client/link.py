@@ -60,7 +60,8 @@ class Link:
         context: zmq.asyncio.Context | None,
     ) -> None:
         #: Several brokers of one cluster: comma-separated, router and pub in the same
-        #: order. The first is used first; each re-registration moves to the next.
+        #: order. The first is tried first; a first registration that gets no answer,
+        #: and every re-registration, moves to the next.
         self.brokers = _pairs(router, pub)
         self.router, self.pub = self.brokers[0]
         self.connect_timeout = connect_timeout

@@ -101,26 +101,52 @@ class Session(Link):
     # ------------------------------------------------------------ lifecycle
 
     async def connect(self) -> None:
-        """Register with the broker; raises ``ConnectTimeout`` or ``RegistrationError``."""
-        dealer = self._new_dealer()
-        # Handshake events turn a bare timeout into "wrong key", "needs CURVE", ...
-        watch = HandshakeWatch(dealer)
-        try:
-            self._start_sockets(dealer)
-            await self._register(asyncio.get_running_loop().time() + self.connect_timeout)
-        except ConnectTimeout:
-            hint = watch.diagnose(curve=self._curve is not None)
-            watch.close()
-            await self._teardown()
-            raise ConnectTimeout(self.router, self.pub, self.connect_timeout, hint) from None
-        except BaseException:
-            watch.close()
-            await self._teardown()
-            raise
-        watch.close()
-        self._watch_disconnects()
-        self._spawn(self._heartbeat(), "zchat-heartbeat", keep=True)
-        self._emit(Status("connected", f"connected as {self.nick}"))
+        """Register with the first broker of the list that answers; raises
+        ``ConnectTimeout`` (none did) or ``RegistrationError`` (one refused)."""
+        timeouts: list[ConnectTimeout] = []
+        for attempt in range(len(self.brokers)):
+            if attempt:
+                # As a later failover does: this one did not answer in time, try the next.
+                await self._stop_sockets()
+                self._next_broker()
+            dealer = self._new_dealer()
+            # Handshake events turn a bare timeout into "wrong key", "needs CURVE", ...
+            watch = HandshakeWatch(dealer)
+            try:
+                self._start_sockets(dealer)
+                await self._register(self._attempt_deadline())
+            except ConnectTimeout:
+                hint = watch.diagnose(curve=self._curve is not None)
+                timeouts.append(ConnectTimeout(self.router, self.pub, self.connect_timeout, hint))
+                continue
+            except BaseException:
+                watch.close()  # before the teardown: its socket would keep the context open
+                await self._teardown()
+                raise
+            finally:
+                watch.close()
+            self._watch_disconnects()
+            self._spawn(self._heartbeat(), "zchat-heartbeat", keep=True)
+            self._emit(Status("connected", f"connected as {self.nick}"))
+            return
+        await self._teardown()
+        # A broker that said why (a wrong key, no CURVE) tells the most; else name them all.
+        hinted = [exc for exc in timeouts if exc.hint]
+        if hinted:
+            raise hinted[0]
+        routers = ",".join(router for router, _ in self.brokers)
+        pubs = ",".join(pub for _, pub in self.brokers)
+        raise ConnectTimeout(routers, pubs, self.connect_timeout)
+
+    def _attempt_deadline(self) -> float:
+        """When one registration attempt gives up and the next broker gets its turn, on
+        the first connection as on a later failover: three of the broker's heartbeats,
+        never less than ``connect_timeout``. Before a first welcome the broker's pace
+        is unknown, so the first connection waits ``connect_timeout`` per broker."""
+        bound = self.connect_timeout
+        if self.epoch is not None:
+            bound = max(bound, 3 * self.heartbeat)
+        return asyncio.get_running_loop().time() + bound
 
     async def close(self, reason: str | None = None) -> None:
         """Say ``bye`` and close; waits briefly for our own ``leave`` to be seen."""
@@ -324,7 +350,6 @@ class Session(Link):
         self._registered.clear()
         self._welcomed = False
         self._emit(Status("reconnecting", f"{why}; registering again"))
-        loop = asyncio.get_running_loop()
         wait = 0.5
         told: str | None = None
         while not self._closed:
@@ -338,7 +363,7 @@ class Session(Link):
             watch = HandshakeWatch(dealer)
             self._start_sockets(dealer)
             try:
-                await self._register(loop.time() + max(self.connect_timeout, 3 * self.heartbeat))
+                await self._register(self._attempt_deadline())
             except RegistrationError as exc:
                 self._emit(Status("refused", f"registration refused: {exc}"))
             except (ConnectTimeout, TimeoutError, ZchatError) as exc:

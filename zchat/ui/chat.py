@@ -96,7 +96,8 @@ async def run_chat(
         # The full screen starts only once connected: until then, say what is going on.
         err.write(
             f"zchat: connecting to {clean(config.router)} as {clean(config.nick)}"
-            f" (up to {config.connect_timeout:g}s)...\n"
+            # Each broker of the list gets connect_timeout in turn.
+            f" (up to {len(chat.brokers) * config.connect_timeout:g}s)...\n"
         )
         err.flush()
     try:
