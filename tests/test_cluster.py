@@ -133,6 +133,21 @@ async def test_a_killed_node_s_clients_resume_elsewhere_and_the_rest_leave_once(
         assert ann.router == b.router
 
 
+async def test_a_client_started_while_its_first_node_is_down_joins_through_the_next(
+    make_node: Callable[..., BrokerThread],
+) -> None:
+    a, b, c = make_node(), make_node(), make_node()
+    a.stop()
+    # ann lists the stopped a first: her first registration moves on to b.
+    ann = Client("ann", router=f"{a.router},{b.router}", pub=f"{a.pub},{b.pub}", connect_timeout=1)
+    async with client_for(c, "cat") as cat, ann:
+        assert ann.router == b.router
+        await wait_for(cat, Joined, nick="ann")
+        await ann.say("via b")
+        await wait_for(cat, Message, said("via b"))
+        assert sorted((await ann.who()).users) == ["ann", "cat"]
+
+
 async def test_nodes_ride_out_a_redis_restart(
     server: Server, make_node: Callable[..., BrokerThread]
 ) -> None:
