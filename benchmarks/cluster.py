@@ -155,9 +155,11 @@ def sender(conn: Connection, router: str, nick: str, n: int) -> None:
 def member(conn: Connection, router: str, nick: str) -> None:
     """A registered member of the room, so that its node carries the room."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    _register(ctx, router, nick)
+    # Kept open: a closed connection ends the session, and its node unsubscribes.
+    dealer = _register(ctx, router, nick)
     conn.send("ready")
     conn.recv()
+    dealer.close(0)
     ctx.destroy(0)
 
 
@@ -217,7 +219,8 @@ def latency_receiver(conn: Connection, router: str, pub: str, count: int) -> Non
     import msgpack
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    _register(ctx, router, "clock")
+    # Kept open: a closed connection ends the session, and its node unsubscribes.
+    dealer = _register(ctx, router, "clock")
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, room_topic(ROOM))
     sub.connect(pub)
@@ -231,6 +234,7 @@ def latency_receiver(conn: Connection, router: str, pub: str, count: int) -> Non
         if envelope.get("type") == "msg" and envelope.get("nick") == "ticker":
             rtts.append((arrived - float(envelope["text"])) * 1000)
     conn.send(rtts)
+    dealer.close(0)
     ctx.destroy(0)
 
 

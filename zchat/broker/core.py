@@ -12,13 +12,14 @@ from __future__ import annotations
 import heapq
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+from zchat.broker.inflight import InFlight
 from zchat.broker.rooms import Rooms
 from zchat.broker.sessions import Sessions
-from zchat.broker.shared import Shared
+from zchat.broker.shared import Said, Shared
 from zchat.broker.state import (
     MAX_LIST,
     BrokerConfig,
@@ -116,8 +117,12 @@ class BrokerCore:
         self.shared = shared
         self.rooms = Rooms(self.store, self.counters, self.config.max_idle_rooms, shared)
         self._new_token = new_token
-        #: Off only to compare against the full path (tests/test_fastpath.py).
-        self._fast_path = fast_path
+        #: Off only to compare against the full path (tests/test_fastpath.py), and on a
+        #: cluster node, where a command must not overtake its session's says in flight:
+        #: every command goes through the dispatcher, which keeps that order.
+        self._fast_path = fast_path and shared is None
+        #: A cluster node's says waiting for Redis, and what waits behind them.
+        self.in_flight = InFlight()
         self._now = now
         self.registry = Sessions(self.config, self.store, now)
         # Loads the confusables table (about 0.3 s) now rather than in the first hello.
@@ -140,6 +145,9 @@ class BrokerCore:
             List: self._list,
             Hello: self._hello_again,
         }
+        self._run_now = dict(self._handlers)
+        if shared is not None:
+            self._handlers = {kind: self._in_order(run) for kind, run in self._run_now.items()}
 
     # ------------------------------------------------------------ entry points
 
@@ -206,6 +214,54 @@ class BrokerCore:
             self._drop(session, LeaveReason.TIMEOUT, None, now, out)
         self.registry.expire_ids(now)
         return out
+
+    def said(self, outcomes: Iterable[Said], now: float) -> list[Output]:
+        """A cluster node's says came back from Redis: answer a refusal or a resent
+        copy (a published one is confirmed by its ``msg``), then run what waited."""
+        now = self._clock(now)
+        out: list[Output] = []
+        for said in outcomes:
+            session = self.registry.by_peer.get(said.peer)
+            if session is None or session.resume != said.resume:
+                continue  # the session ended meanwhile: no one to answer
+            if said.error is not None:
+                self._error(session.peer, session, said.error, said.ref, now, out)
+            else:
+                room = session.rooms.get(said.room)
+                if room is not None and said.seq > room.seq:
+                    room.seq = said.seq
+                if said.dup:
+                    # Published before, through this broker or another of the cluster.
+                    assert said.ref is not None
+                    self.counters.duplicates += 1
+                    self._reply(session.peer, Ack(said.ref, said.room, said.seq, dup=True), out)
+                else:
+                    self.counters.messages += 1
+                if said.ref is not None:
+                    self.registry.remember(session, said.ref, said.room, said.seq)
+            if self.in_flight.done(session.peer):
+                self._release(session, now, out)
+        return out
+
+    def _in_order(
+        self, run: Callable[[Session, Any, float, list[Output]], None]
+    ) -> Callable[[Session, Any, float, list[Output]], None]:
+        def in_order(session: Session, command: Command, now: float, out: list[Output]) -> None:
+            if self.in_flight.must_wait(session.peer, command):
+                self.in_flight.hold(session.peer, command)
+            else:
+                run(session, command, now, out)
+
+        return in_order
+
+    def _release(self, session: Session, now: float, out: list[Output]) -> None:
+        """Run the commands that waited behind the session's says, until one is a say
+        that is in flight in its turn (or the session ends)."""
+        while (command := self.in_flight.next(session.peer)) is not None:
+            try:
+                self._run_now[type(command)](session, command, now, out)
+            except ProtocolError as exc:
+                self._error(session.peer, session, exc, command.id, now, out)
 
     def disconnected(self, peer: bytes, now: float) -> list[Output]:
         """The peer's connection closed (the adapter saw it): its session leaves after
@@ -489,6 +545,7 @@ class BrokerCore:
             self.rooms.exit(session, room, reason, message, now, out)
         # The client may come back and resend what it thinks was lost: ids stay a while.
         self.registry.remove(session, reason, now)
+        self.in_flight.forget(session.peer)
         if self.shared is not None:
             self.shared.release(session.nick_key, session.resume)
         self.counters.leaves[reason] += 1
@@ -545,19 +602,16 @@ class BrokerCore:
                 self._reply(session.peer, Ack(ref, seen[0], seen[1], dup=True), out)
                 return
         if self.shared is None:
-            seq, dup = room.seq + 1, False
+            seq = room.seq + 1
             wire = Message.wire(room.name, session.nick, text, now, seq, action, ref)
             self.rooms.publish_packed(room, pack(wire), out)
         else:
+            # Its outcome comes back with its batch's (``said``).
             message = Message(room.name, session.nick, text, now, room.seq + 1, action, ref)
-            seq, dup = self.rooms.publish(room, message, out)
-        if dup:
-            # Published before through another broker of the cluster.
-            assert ref is not None
-            self.counters.duplicates += 1
-            self._reply(session.peer, Ack(ref, room.name, seq, dup=True), out)
-        else:
-            self.counters.messages += 1
+            self.shared.say(session, room, message)
+            self.in_flight.sent(session.peer)
+            return
+        self.counters.messages += 1
         if ref is not None:
             self.registry.remember(session, ref, room.name, seq)
 

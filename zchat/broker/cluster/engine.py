@@ -132,7 +132,12 @@ def member_value(node: str, nick: str) -> str:
     return f"{node}\n{nick}"
 
 
-def connect(url: str, *, timeout: float = 1.0) -> Client:
+#: Longest wait for one Redis reply: what a rare command (join, who, history...)
+#: can cost the broker's loop when Redis stalls, once per ``RETRY_AFTER``.
+TIMEOUT = 0.5
+
+
+def connect(url: str, *, timeout: float = TIMEOUT) -> Client:
     """A client for ``redis://HOST:PORT/DB``: a cluster client if the server is in a cluster."""
     # No retries inside redis-py (its default is 10, with backoff): the broker's loop
     # must not wait; a failed call is answered unavailable and the node probes again.
@@ -174,6 +179,8 @@ class Engine:
         # the replies are checked where they are read instead.
         self.client: Any = client
         self.node = node
+        #: The client's socket timeout: the longest one call waits.
+        self.timeout: float = _timeout_of(client)
         self.history = history
         self.lease_ms = int(lease * 1000)
         self.say_ttl_ms = int(say_ttl * 1000)
@@ -188,6 +195,19 @@ class Engine:
         self._channels: set[str] = set()
         self._early: list[dict[str, Any]] = []
         self.epoch = ""
+
+    def twin(self) -> Engine:
+        """Another engine for this node on the same client, for another thread (an
+        engine is not thread-safe; redis-py's clients are)."""
+        twin = Engine(
+            self.client,
+            self.node,
+            history=self.history,
+            lease=self.lease_ms / 1000,
+            say_ttl=self.say_ttl_ms / 1000,
+        )
+        twin.epoch = self.epoch
+        return twin
 
     # ------------------------------------------------------------ plumbing
 
@@ -545,6 +565,15 @@ class Engine:
             self._pubsub.close()
             self._pubsub = None
         self.client.close()
+
+
+def _timeout_of(client: Client) -> float:
+    if isinstance(client, redis.cluster.RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout is not None else TIMEOUT
 
 
 def _parse(channel: bytes, data: bytes) -> Delivery | None:
