@@ -204,9 +204,10 @@ async def test_a_nick_change_is_cluster_wide(make_node: Callable[..., BrokerThre
 # ---------------------------------------------------------------- a stalled Redis (raw sockets)
 
 
-def _dealer(
-    zctx: zmq.Context[zmq.Socket[bytes]], node: BrokerThread, nick: str
-) -> zmq.Socket[bytes]:
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+def _dealer(zctx: Context, node: BrokerThread, nick: str) -> zmq.Socket[bytes]:
     dealer = zctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(node.router)
@@ -226,7 +227,7 @@ def _say(text: str, ref: str) -> bytes:
 
 
 def test_a_stalled_redis_stalls_no_one_else_and_nothing_unstored_is_acknowledged(
-    server: Server, make_node: Callable[..., BrokerThread], zctx: zmq.Context[zmq.Socket[bytes]]
+    server: Server, make_node: Callable[..., BrokerThread], zctx: Context
 ) -> None:
     a = make_node(heartbeat=5.0, rate_limit=0)
     ann, bob = _dealer(zctx, a, "ann"), _dealer(zctx, a, "bob")
