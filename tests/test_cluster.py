@@ -272,3 +272,23 @@ def test_a_stalled_redis_stalls_no_one_else_and_nothing_unstored_is_acknowledged
     page = _reply(ann)
     texts = [e.get("text") for e in page["events"]]
     assert [t for t in texts if t is not None] == ["during"], texts
+
+
+async def test_a_dm_to_a_nick_on_a_node_that_just_died_is_refused_not_lost(
+    zchat_proc: Callable[..., ZchatProcess], redis_url: str
+) -> None:
+    a, b = (start_broker(zchat_proc, "--cluster", redis_url) for _ in range(2))
+    async with client_for(a, "ann") as ann:
+        bob = client_for(b, "bob")
+        await bob.connect()
+        await wait_for(ann, Joined, nick="bob")
+        await ann.dm("bob", "before")
+        await wait_for(bob, DirectMessage, text="before")
+        b.proc.signal(signal.SIGKILL)
+        assert b.proc.wait() == -signal.SIGKILL
+        # bob's nick is still registered to b (until its lease runs out and a survivor
+        # cleans up): the DM would go to a channel no one reads.
+        with pytest.raises(BrokerError) as refused:
+            await ann.dm("bob", "after")
+        assert (refused.value.code, refused.value.data.get("to")) == ("unavailable", "bob")
+        await bob.close()

@@ -122,6 +122,16 @@ class Renewal:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """A direct message published for the node holding its recipient."""
+
+    node: str
+    #: That node's subscription received it. False: the node is gone (died, or cut
+    #: off from Redis) and the message is lost; its sender must be told.
+    delivered: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     ok: bool
     #: When ``ok``: the node that held the nick before ("" if it was free); else the holder.
@@ -466,15 +476,20 @@ class Engine:
         envelopes = [fields[b"e"] for _, fields in reversed(entries)]
         return HistoryPage(epoch.decode() if epoch else None, int(top or 0), envelopes)
 
-    def direct(self, fold: str, envelope: bytes) -> str | None:
-        """Send a direct message to the node holding ``fold``; that node, or None."""
+    def direct(self, fold: str, envelope: bytes) -> Sent | None:
+        """Send a direct message to the node holding ``fold`` (None: no one holds it).
+        Two round trips: the holder, then the publication on its channel."""
+        holder = self.holder(fold)
+        if holder is None:
+            return None
         payload = fold.encode() + b"\n" + envelope
 
         def fill(pipe: Any) -> None:
-            self._script(pipe, "direct", [keys.nick_key(fold)], [payload])
+            lease = keys.node_lease(holder)
+            self._script(pipe, "direct", [lease], [keys.node_channel(holder), payload])
 
-        (node,) = self._run(fill)
-        return node.decode() if isinstance(node, bytes) else None
+        (reached,) = self._run(fill)
+        return Sent(holder, int(reached) > 0)
 
     # ------------------------------------------------------------ subscriptions
 

@@ -311,7 +311,14 @@ class ClusterNode:
             self.pending_releases.append((nick_key, resume))
 
     def direct(self, nick_key: str, event: DirectMessage) -> bool:
-        return self.call(self.engine.direct, nick_key, pack(event.to_wire())) is not None
+        sent = self.call(self.engine.direct, nick_key, pack(event.to_wire()))
+        if sent is not None and not sent.delivered:
+            # The recipient's node died (or lost Redis) and nobody has cleaned up after
+            # it yet: the message would be lost, so its sender is told.
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"{event.to}'s broker is gone; not delivered", to=event.to
+            )
+        return sent is not None
 
     # ------------------------------------------------------------ side channel (the adapter)
 
