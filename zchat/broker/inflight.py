@@ -11,8 +11,15 @@ paid on arrival.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from zchat.broker.sessions import Sessions
+from zchat.broker.shared import Said
+from zchat.broker.state import Counters, Output, Session
+from zchat.errors import ProtocolError
 from zchat.protocol.commands import Command, Say
+from zchat.protocol.events import Ack, Event
 
 
 class InFlight:
@@ -59,3 +66,77 @@ class InFlight:
         """The session ended: what it had in flight is answered to no one."""
         self.says.pop(peer, None)
         self.held.pop(peer, None)
+
+
+class InOrder:
+    """Mixin of :class:`~zchat.broker.core.BrokerCore` on a cluster node: each command
+    of a session runs after its says in flight, and their outcomes are answered."""
+
+    registry: Sessions
+    counters: Counters
+    in_flight: InFlight
+    _run_now: dict[type, Callable[[Session, Any, float, list[Output]], None]]
+
+    if TYPE_CHECKING:
+
+        def _clock(self, now: float) -> float: ...
+
+        def _reply(self, peer: bytes, event: Event, out: list[Output]) -> None: ...
+
+        def _error(
+            self,
+            peer: bytes,
+            session: Session | None,
+            exc: ProtocolError,
+            ref: str | None,
+            now: float,
+            out: list[Output],
+        ) -> None: ...
+
+    def said(self, outcomes: Iterable[Said], now: float) -> list[Output]:
+        """A cluster node's says came back from Redis: answer a refusal or a resent
+        copy (a published one is confirmed by its ``msg``), then run what waited."""
+        now = self._clock(now)
+        out: list[Output] = []
+        for said in outcomes:
+            session = self.registry.by_peer.get(said.peer)
+            if session is None or session.resume != said.resume:
+                continue  # the session ended meanwhile: no one to answer
+            if said.error is not None:
+                self._error(session.peer, session, said.error, said.ref, now, out)
+            else:
+                room = session.rooms.get(said.room)
+                if room is not None and said.seq > room.seq:
+                    room.seq = said.seq
+                if said.dup:
+                    # Published before, through this broker or another of the cluster.
+                    assert said.ref is not None
+                    self.counters.duplicates += 1
+                    self._reply(session.peer, Ack(said.ref, said.room, said.seq, dup=True), out)
+                else:
+                    self.counters.messages += 1
+                if said.ref is not None:
+                    self.registry.remember(session, said.ref, said.room, said.seq)
+            if self.in_flight.done(session.peer):
+                self._release(session, now, out)
+        return out
+
+    def _in_order(
+        self, run: Callable[[Session, Any, float, list[Output]], None]
+    ) -> Callable[[Session, Any, float, list[Output]], None]:
+        def in_order(session: Session, command: Command, now: float, out: list[Output]) -> None:
+            if self.in_flight.must_wait(session.peer, command):
+                self.in_flight.hold(session.peer, command)
+            else:
+                run(session, command, now, out)
+
+        return in_order
+
+    def _release(self, session: Session, now: float, out: list[Output]) -> None:
+        """Run the commands that waited behind the session's says, until one is a say
+        that is in flight in its turn (or the session ends)."""
+        while (command := self.in_flight.next(session.peer)) is not None:
+            try:
+                self._run_now[type(command)](session, command, now, out)
+            except ProtocolError as exc:
+                self._error(session.peer, session, exc, command.id, now, out)
