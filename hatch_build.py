@@ -28,7 +28,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 #: The modules compiled, chosen by measurement (docs/benchmarks.md, "Compiled"): what a
 #: ``say`` and a ``ping`` run through, from the frame to the outputs. The event and
 #: command classes stay Python: the fast path builds neither, and clients subclass them;
-#: so does the store (the cluster's store subclasses ``MemoryStore``).
+#: so does the store (the cluster's store subclasses ``MemoryStore``), and so do
+#: ``BrokerCore``'s mixins (mypyc compiles no class with several bases).
 HOT = (
     "zchat/ratelimit.py",
     "zchat/protocol/names.py",

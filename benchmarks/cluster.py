@@ -98,10 +98,17 @@ class Node:
             self.popen.wait()
 
 
+class Cluster(list[Node]):
+    """The started nodes, and their Redis (None for a single broker)."""
+
+    redis: ServerProcess | None = None
+
+
 @contextmanager
-def cluster(nodes: int, with_redis: bool = True) -> Iterator[list[Node]]:
+def cluster(nodes: int, with_redis: bool = True) -> Iterator[Cluster]:
     redis = start_redis() if with_redis else None
-    started: list[Node] = []
+    started = Cluster()
+    started.redis = redis
     try:
         url = f"redis://127.0.0.1:{redis.port}/0" if redis is not None else None
         for _ in range(nodes):
@@ -155,9 +162,11 @@ def sender(conn: Connection, router: str, nick: str, n: int) -> None:
 def member(conn: Connection, router: str, nick: str) -> None:
     """A registered member of the room, so that its node carries the room."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    _register(ctx, router, nick)
+    # Kept open: a closed connection ends the session, and its node unsubscribes.
+    dealer = _register(ctx, router, nick)
     conn.send("ready")
     conn.recv()
+    dealer.close(0)
     ctx.destroy(0)
 
 
@@ -217,7 +226,8 @@ def latency_receiver(conn: Connection, router: str, pub: str, count: int) -> Non
     import msgpack
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    _register(ctx, router, "clock")
+    # Kept open: a closed connection ends the session, and its node unsubscribes.
+    dealer = _register(ctx, router, "clock")
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, room_topic(ROOM))
     sub.connect(pub)
@@ -231,6 +241,7 @@ def latency_receiver(conn: Connection, router: str, pub: str, count: int) -> Non
         if envelope.get("type") == "msg" and envelope.get("nick") == "ticker":
             rtts.append((arrived - float(envelope["text"])) * 1000)
     conn.send(rtts)
+    dealer.close(0)
     ctx.destroy(0)
 
 
@@ -251,15 +262,22 @@ def _expect(conn: Connection, timeout: float = 120) -> Any:
 
 
 def inbound(nodes: int, n: int, with_redis: bool = True) -> dict[str, Any]:
+    """One sender per node, all at once: what the brokers accept together, and the
+    CPU each process used meanwhile (in cores: 1.0 is one core busy all along)."""
     with cluster(nodes, with_redis) as started:
         workers = [_spawn(sender, node.router, f"s{i}", n) for i, node in enumerate(started)]
         for _, conn in workers:
             _expect(conn)
-        cpu0 = [cpu_seconds(node.pid) for node in started]
+        pids = {f"broker {i + 1}": node.pid for i, node in enumerate(started)}
+        if started.redis is not None:
+            pids["redis"] = started.redis.pid
+        for i, (proc, _) in enumerate(workers):
+            pids[f"sender {i + 1}"] = proc.pid
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         for _, conn in workers:
             conn.send("go")
         seconds = [float(_expect(conn)) for _, conn in workers]
-        cpu = [cpu_seconds(node.pid) - c for node, c in zip(started, cpu0, strict=True)]
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         for proc, _ in workers:
             proc.join(10)
     wall = max(seconds)
@@ -268,7 +286,8 @@ def inbound(nodes: int, n: int, with_redis: bool = True) -> dict[str, Any]:
         "redis": with_redis,
         "messages": n * nodes,
         "msgs_per_s": n * nodes / wall,
-        "broker_cpu_per_s": [c / wall for c in cpu],
+        "broker_cpu_per_s": [cpu[f"broker {i + 1}"] / wall for i in range(nodes)],
+        "cpu_per_s": {name: c / wall for name, c in cpu.items()},
     }
 
 

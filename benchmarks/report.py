@@ -37,7 +37,7 @@ def _median(node: Any, *path: str) -> float | None:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 6 with its measured median and whether it is met."""
+    """Each target of issues 6 and 14 with its measured median and whether it is met."""
     r = results.get("ratios", {})
     sc = results.get("scale", {})
     dead = results.get("faults", {}).get("dead", {})
@@ -76,6 +76,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "<=",
             3.0,
             _median(dead, "after_stop_heartbeats"),
+        ),
+        (
+            "cluster: 2 nodes accept / 1 node (broker-bound)",
+            ">=",
+            1.6,
+            _median(r, "cluster_inbound_vs_1_node", "2"),
+        ),
+        (
+            "cluster: p99 RTT at 1000 msg/s / single broker",
+            "<=",
+            2.0,
+            _median(r, "cluster_rtt_p99_ms_vs_single", "1000"),
         ),
     ]
     found = []
@@ -296,8 +308,63 @@ def markdown(results: dict[str, Any]) -> str:
             f"sessions left behind {dead['ghosts']}; duplicate leaves {dead['duplicate_leaves']} "
             "(all repetitions).",
         ]
+    lines += cluster_markdown(results)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def cluster_markdown(results: dict[str, Any]) -> list[str]:
+    """The cluster suite's table (benchmarks/cluster.py, docs/cluster.md)."""
+    cl = results.get("cluster", {})
+    if not cl:
+        return []
+    ratios = results.get("ratios", {})
+    lines = [
+        "",
+        "### Cluster mode: nodes on one Redis beside one broker",
+        "",
+        "| measurement | value | CPU per process, cores (median) |",
+        "|---|---|---|",
+    ]
+
+    def cpu(entry: dict[str, Any]) -> str:
+        shares = entry.get("cpu_per_s", {})
+        return ", ".join(f"{name} {_fmt(v['median'])}" for name, v in shares.items()) or "-"
+
+    single = cl.get("single", {}).get("1")
+    if single:
+        lines.append(
+            f"| inbound msg/s, 1 broker without Redis | {_span(single.get('msgs_per_s'), 1, 0)} "
+            f"| {cpu(single)} |"
+        )
+    for nodes, entry in sorted(cl.get("nodes", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(
+            f"| inbound msg/s, {nodes} node(s) | {_span(entry.get('msgs_per_s'), 1, 0)} "
+            f"| {cpu(entry)} |"
+        )
+    for nodes, ratio in sorted(ratios.get("cluster_inbound_vs_1_node", {}).items()):
+        if nodes != "1":
+            lines.append(f"| *{nodes} nodes / 1 node* | {_span(ratio)} | |")
+    for subs, entry in sorted(cl.get("deliveries", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(
+            f"| deliveries/s, {subs} subscribers over 3 nodes "
+            f"| {_span(entry.get('deliveries_per_s'), 1, 0)} "
+            f"({entry.get('delivered', 0):,}/{entry.get('expected', 0):,} delivered) | |"
+        )
+    for system, what in (("rtt single", "single broker"), ("rtt cluster", "cluster, A to B")):
+        for rate, entry in cl.get(system, {}).items():
+            lines.append(
+                f"| round trip at {int(rate):,} msg/s, {what}, ms | p50 "
+                f"{_span(entry.get('p50_ms'))}, p99 {_span(entry.get('p99_ms'))} "
+                f"({entry.get('received', 0):,}/{entry.get('sent', 0):,} received) | |"
+            )
+    for pct in ("p50_ms", "p99_ms"):
+        for rate, ratio in ratios.get(f"cluster_rtt_{pct}_vs_single", {}).items():
+            lines.append(
+                f"| *{pct.removesuffix('_ms')} cluster / single, {int(rate):,} msg/s* "
+                f"| {_span(ratio)} | |"
+            )
+    return lines
 
 
 def plots(results: dict[str, Any], docs: Path) -> list[Path]:

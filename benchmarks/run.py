@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 import traceback
@@ -16,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import fanout, faults, idle, latency, peers, report, scale
+from benchmarks import cluster, fanout, faults, idle, latency, peers, report, scale
 from benchmarks.common import BenchError, machine, summary
 from zchat import native
 from zchat.broker.state import BrokerConfig
@@ -65,6 +66,12 @@ class Plan:
     pure_subs: tuple[int, ...]
     #: ``benchmarks.faults dead``: killed and frozen clients leaving, at the default heartbeat.
     dead: bool
+    #: Cluster mode (docs/cluster.md): nodes for the inbound rate, says per sender,
+    #: subscribers spread over 3 nodes, seconds of round trips at 1,000 msg/s.
+    cluster_nodes: tuple[int, ...] = (1, 2, 3)
+    cluster_messages: int = 30_000
+    cluster_subs: tuple[int, ...] = (10, 100)
+    cluster_seconds: float = 5.0
 
 
 FULL = Plan(
@@ -96,7 +103,14 @@ QUICK = Plan(
     window=1.0,
     pure_subs=(10,),
     dead=False,
+    cluster_nodes=(1, 2),
+    cluster_messages=2_000,
+    cluster_subs=(10,),
+    cluster_seconds=1.0,
 )
+
+#: The rate of the cluster suite's round trips (issue 14's target is set at it).
+RTT_RATE = 1000.0
 
 
 def messages(plan: Plan, subscribers: int) -> int:
@@ -185,6 +199,56 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
                 lambda: faults.dead(False, settle=1.0),
             )
         )
+    if "cluster" in suites:
+        if shutil.which("redis-server") is None:
+            notes.append("cluster skipped: redis-server is not installed")
+        else:
+            found += cluster_tasks(plan)
+    return found
+
+
+def cluster_tasks(plan: Plan) -> list[Task]:
+    n = plan.cluster_messages
+    found = [
+        Task(
+            "cluster",
+            "single",
+            1,
+            "cluster suite: inbound, 1 broker without Redis",
+            lambda: cluster.inbound(1, n, with_redis=False),
+        )
+    ]
+    for nodes in plan.cluster_nodes:
+        found.append(
+            Task(
+                "cluster",
+                "nodes",
+                nodes,
+                f"cluster suite: inbound, {nodes} node(s)",
+                lambda k=nodes: cluster.inbound(k, n),  # type: ignore[misc]
+            )
+        )
+    for subs in plan.cluster_subs:
+        found.append(
+            Task(
+                "cluster",
+                "deliveries",
+                subs,
+                f"cluster suite: deliveries, {subs} subscribers over 3 nodes",
+                lambda k=subs: cluster.deliveries(k, max(100, n // 10)),  # type: ignore[misc]
+            )
+        )
+    for system, clustered in (("rtt single", False), ("rtt cluster", True)):
+        found.append(
+            Task(
+                "cluster",
+                system,
+                RTT_RATE,
+                f"cluster suite: round trip at {RTT_RATE:g} msg/s, "
+                + ("2 nodes" if clustered else "single broker"),
+                lambda c=clustered: cluster.round_trip(c, RTT_RATE, plan.cluster_seconds),  # type: ignore[misc]
+            )
+        )
     return found
 
 
@@ -235,7 +299,14 @@ def per_rep_ratio(
 def summarise(
     runs: dict[tuple[str, str, float], list[dict[str, Any]]],
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"fanout": {}, "latency": {}, "scale": {}, "faults": {}, "ratios": {}}
+    out: dict[str, Any] = {
+        "fanout": {},
+        "latency": {},
+        "scale": {},
+        "faults": {},
+        "cluster": {},
+        "ratios": {},
+    }
     for (suite, system, param), results in runs.items():
         good = [r for r in results if "error" not in r]
         entry: dict[str, Any] = {"errors": [r["error"] for r in results if "error" in r]}
@@ -253,6 +324,8 @@ def summarise(
             entry["dropped"] = sum(r["dropped"] for r in good)
             entry["messages"] = good[0]["messages"] if good else None
             out["fanout"].setdefault(system, {})[str(int(param))] = entry
+        elif suite == "cluster":
+            out["cluster"].setdefault(system, {})[str(int(param))] = _cluster_entry(entry, good)
         elif suite == "latency":
             for key in ("p50_us", "p99_us", "p99.9_us", "max_us", "achieved_rate"):
                 entry[key] = summary([r[key] for r in good])
@@ -289,6 +362,7 @@ def summarise(
             entry["refused"] = sum(r["refused"] for r in good)
             out["scale"].setdefault(str(int(param)), {})[system] = entry
     ratios = out["ratios"]
+    ratios.update(cluster_ratios(runs))
     for (suite, system, param), results in runs.items():
         if suite == "fanout" and system == "zchat":
             key = str(int(param))
@@ -318,6 +392,50 @@ def summarise(
     return out
 
 
+def _cluster_entry(entry: dict[str, Any], good: list[dict[str, Any]]) -> dict[str, Any]:
+    for key in ("msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"):
+        if good and all(key in r for r in good):
+            entry[key] = summary([r[key] for r in good])
+    cpu = [r["cpu_per_s"] for r in good if "cpu_per_s" in r]
+    if cpu:
+        entry["cpu_per_s"] = {name: summary([c[name] for c in cpu]) for name in cpu[0]}
+    if good and "received" in good[0]:
+        entry["received"] = sum(r["received"] for r in good)
+        entry["sent"] = sum(r["sent"] for r in good)
+    if good and "delivered" in good[0]:
+        entry["delivered"] = sum(r["delivered"] for r in good)
+        entry["expected"] = sum(r["expected"] for r in good)
+    return entry
+
+
+def cluster_ratios(
+    runs: dict[tuple[str, str, float], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Cluster against one node and one broker, repetition by repetition."""
+    ratios: dict[str, Any] = {}
+    one = runs.get(("cluster", "nodes", 1))
+    single = runs.get(("cluster", "single", 1))
+    for (suite, system, param), results in runs.items():
+        if suite != "cluster" or system != "nodes":
+            continue
+        if one:
+            ratios.setdefault("cluster_inbound_vs_1_node", {})[str(int(param))] = per_rep_ratio(
+                results, one, "msgs_per_s"
+            )
+        if single:
+            ratios.setdefault("cluster_inbound_vs_single", {})[str(int(param))] = per_rep_ratio(
+                results, single, "msgs_per_s"
+            )
+    rtt = runs.get(("cluster", "rtt cluster", RTT_RATE))
+    reference = runs.get(("cluster", "rtt single", RTT_RATE))
+    if rtt and reference:
+        for pct in ("p50_ms", "p99_ms"):
+            ratios.setdefault(f"cluster_rtt_{pct}_vs_single", {})[str(int(RTT_RATE))] = (
+                per_rep_ratio(rtt, reference, pct)
+            )
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run, under a minute")
@@ -325,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("fanout", "latency", "scale", "faults"),
+        choices=("fanout", "latency", "scale", "faults", "cluster"),
         help="run only this suite (repeatable)",
     )
     parser.add_argument("--out", type=Path, help="JSON results file")
@@ -340,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or plan.reps
     if reps < 1:
         parser.error("--reps must be at least 1")
-    suites = set(args.only or ("fanout", "latency", "scale", "faults"))
+    suites = set(args.only or ("fanout", "latency", "scale", "faults", "cluster"))
     out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
     docs = (not args.quick) if args.docs is None else args.docs
     console = Console(stderr=True)

@@ -4,6 +4,7 @@ Redis Cluster, on free 127.0.0.1 ports, each waited for by what it prints or ans
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -86,6 +87,15 @@ class RedisProcess:
         self.kill()
         self.start(self.port)
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing is answered (a stalled Redis)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
 
 def _drain(proc: subprocess.Popen[bytes]) -> None:
     import threading
@@ -141,6 +151,14 @@ class RedisCluster:
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
+
+    def pause(self) -> None:
+        for node in self.nodes:
+            node.pause()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.resume()
 
     def restart(self) -> None:
         for node in self.nodes:

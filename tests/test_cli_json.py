@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from conftest import ZchatProcess
-from helpers import start_broker, start_client
+from helpers import start_broker, start_client, wait_for_line
 
 from zchat.ui.input import COMMANDS
 
@@ -69,3 +70,23 @@ def test_a_fatal_error_in_json_mode_is_a_json_object(
         assert dup.stderr_lines == []
     bat.close_stdin()
     assert bat.wait() == 0
+
+
+def test_an_unusable_log_dir_in_json_mode_is_a_json_object(
+    zchat_proc: Callable[..., ZchatProcess], tmp_path: Path
+) -> None:
+    """Refused before connecting (nothing listens at the endpoints): exit 2, one JSON
+    object on stdout, nothing on stderr; text mode says the same on stderr."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    target = ("tcp://127.0.0.1:1", "tcp://127.0.0.1:1")
+    bad = str(blocker / "logs")
+    client = start_client(zchat_proc, target, "Batman", "--json", "--log-dir", bad)
+    assert client.wait() == 2
+    error = client.expect_json(type="error")
+    assert (error["code"], error["fatal"]) == ("bad_input", True)
+    assert "--log-dir" in error["reason"]
+    assert client.stderr_lines == []
+    text = start_client(zchat_proc, target, "Batman", "--log-dir", bad)
+    assert text.wait() == 2
+    wait_for_line(text.stderr_lines, r"^zchat: cannot use --log-dir ")

@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 import redis
+import zmq
 from conftest import ANY_PORT, BrokerThread, ZchatProcess
 from helpers import HEARTBEAT, client_for, collect_until, start_broker, wait_for
 from redis_servers import RedisCluster, Server, needs_redis
@@ -21,8 +23,9 @@ from zchat.broker.serve import join_cluster
 from zchat.broker.state import BrokerConfig
 from zchat.client.events import ClientEvent
 from zchat.errors import BrokerError, RegistrationError
-from zchat.protocol.commands import Nick
+from zchat.protocol.commands import Hello, History, Nick, Ping, Say, to_wire
 from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Message, NickChanged
+from zchat.protocol.wire import pack
 
 pytestmark = needs_redis
 
@@ -133,6 +136,21 @@ async def test_a_killed_node_s_clients_resume_elsewhere_and_the_rest_leave_once(
         assert ann.router == b.router
 
 
+async def test_a_client_started_while_its_first_node_is_down_joins_through_the_next(
+    make_node: Callable[..., BrokerThread],
+) -> None:
+    a, b, c = make_node(), make_node(), make_node()
+    a.stop()
+    # ann lists the stopped a first: her first registration moves on to b.
+    ann = Client("ann", router=f"{a.router},{b.router}", pub=f"{a.pub},{b.pub}", connect_timeout=1)
+    async with client_for(c, "cat") as cat, ann:
+        assert ann.router == b.router
+        await wait_for(cat, Joined, nick="ann")
+        await ann.say("via b")
+        await wait_for(cat, Message, said("via b"))
+        assert sorted((await ann.who()).users) == ["ann", "cat"]
+
+
 async def test_nodes_ride_out_a_redis_restart(
     server: Server, make_node: Callable[..., BrokerThread]
 ) -> None:
@@ -196,3 +214,96 @@ async def test_a_nick_change_is_cluster_wide(make_node: Callable[..., BrokerThre
         # The old nick is free again, on any node.
         async with client_for(b, "ann") as again:
             assert again.nick == "ann"
+
+
+# ---------------------------------------------------------------- a stalled Redis (raw sockets)
+
+
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+def _dealer(zctx: Context, node: BrokerThread, nick: str) -> zmq.Socket[bytes]:
+    dealer = zctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(node.router)
+    dealer.send(pack(to_wire(Hello(nick, ("lobby",), id="h"))))
+    assert _reply(dealer)["type"] == "welcome"
+    return dealer
+
+
+def _reply(dealer: zmq.Socket[bytes], timeout: float = 10.0) -> dict[str, Any]:
+    assert dealer.poll(int(timeout * 1000)), "no reply"
+    reply: dict[str, Any] = msgpack.unpackb(dealer.recv())
+    return reply
+
+
+def _say(text: str, ref: str) -> bytes:
+    return pack(to_wire(Say("lobby", text, id=ref)))
+
+
+def test_a_stalled_redis_stalls_no_one_else_and_nothing_unstored_is_acknowledged(
+    server: Server, make_node: Callable[..., BrokerThread], zctx: Context
+) -> None:
+    a = make_node(heartbeat=5.0, rate_limit=0)
+    ann, bob = _dealer(zctx, a, "ann"), _dealer(zctx, a, "bob")
+    server.pause()
+    try:
+        ann.send(_say("during", "d1"))
+        # bob is answered, again and again, while ann's say still waits for Redis:
+        # the broker's loop does not.
+        for i in range(3):
+            bob.send(pack(to_wire(Ping(id=f"p{i}"))))
+            assert _reply(bob) == {"type": "pong", "re": f"p{i}"}
+            assert not ann.poll(0), "ann was answered first: the loop waited for Redis"
+        # Not stored (as far as the broker knows): refused, never acknowledged.
+        refused = _reply(ann)
+        assert (refused["type"], refused["code"], refused["re"]) == ("error", "unavailable", "d1")
+        # Still stalled: refused at once, without waiting on Redis again.
+        ann.send(_say("later", "d2"))
+        refused = _reply(ann)
+        assert (refused["type"], refused["code"], refused["re"]) == ("error", "unavailable", "d2")
+        bob.send(pack(to_wire(Ping(id="p9"))))
+        assert _reply(bob) == {"type": "pong", "re": "p9"}
+    finally:
+        server.resume()
+    # Recovery without a restart. Redis may still run the say it had read when it
+    # stopped: the client resends with the same id, and gets it once either way.
+    deadline = time.monotonic() + 30
+    refusals = 1
+    while refusals:
+        assert time.monotonic() < deadline, "the node did not recover"
+        # A ping after it: its pong comes after the say's answer, if it has one (an
+        # error, or an ack with dup; a published say is confirmed by its msg only).
+        ann.send(_say("during", "d1"))
+        ann.send(pack(to_wire(Ping(id="after"))))
+        replies = []
+        while (reply := _reply(ann))["type"] != "pong":
+            replies.append(reply)
+        refusals = sum(1 for r in replies if r["type"] == "error" and r["code"] == "unavailable")
+        assert len(replies) == refusals or replies == [
+            {"type": "ack", "re": "d1", "room": "lobby", "seq": replies[0].get("seq"), "dup": True}
+        ], replies
+    ann.send(pack(to_wire(History("lobby", 0, None, 100, id="h1"))))
+    page = _reply(ann)
+    texts = [e.get("text") for e in page["events"]]
+    assert [t for t in texts if t is not None] == ["during"], texts
+
+
+async def test_a_dm_to_a_nick_on_a_node_that_just_died_is_refused_not_lost(
+    zchat_proc: Callable[..., ZchatProcess], redis_url: str
+) -> None:
+    a, b = (start_broker(zchat_proc, "--cluster", redis_url) for _ in range(2))
+    async with client_for(a, "ann") as ann:
+        bob = client_for(b, "bob")
+        await bob.connect()
+        await wait_for(ann, Joined, nick="bob")
+        await ann.dm("bob", "before")
+        await wait_for(bob, DirectMessage, text="before")
+        b.proc.signal(signal.SIGKILL)
+        assert b.proc.wait() == -signal.SIGKILL
+        # bob's nick is still registered to b (until its lease runs out and a survivor
+        # cleans up): the DM would go to a channel no one reads.
+        with pytest.raises(BrokerError) as refused:
+            await ann.dm("bob", "after")
+        assert (refused.value.code, refused.value.data.get("to")) == ("unavailable", "bob")
+        await bob.close()

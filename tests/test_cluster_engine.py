@@ -21,6 +21,7 @@ from zchat.broker.cluster.engine import (
     Engine,
     Renewal,
     RoomDelivery,
+    Sent,
     Unavailable,
     connect,
     member_value,
@@ -223,10 +224,15 @@ def test_direct_messages_reach_the_node_holding_the_nick(
     a, b = make_engine("a"), make_engine("b")
     b.deliveries()  # subscribed to its own channel before anything is sent
     assert b.claim_nick("bob", "Bob", "t").ok
-    assert a.direct("bob", b"envelope") == "b"
+    assert a.direct("bob", b"envelope") == Sent("b", delivered=True)
     assert a.direct("nobody", b"envelope") is None
     got = deliveries(b, 1)
     assert got == [DirectDelivery("bob", b"envelope")]
+    # b's subscription is gone (a killed node's connections close): not delivered.
+    b.close()
+    assert a.direct("bob", b"envelope") == Sent("b", delivered=False)
+    a.client.delete(keys.node_lease("b"))
+    assert a.direct("bob", b"envelope") == Sent("b", delivered=False)
 
 
 # ---------------------------------------------------------------- leases

@@ -471,6 +471,14 @@ async def test_large_backlog_and_roster_reach_the_client(
     say = dealers[0]
     for n in range(400):
         say.send(pack({"type": "say", "room": "lobby", "text": f"{n} " + "y" * 1000}))
+    # The broker answers one peer in order: its pong means all 400 are in the history,
+    # so a loaded machine cannot turn part of the backlog into live messages.
+    say.send(pack({"type": "ping"}))
+    deadline = time.monotonic() + 10
+    while True:
+        assert say.poll(max(0, int((deadline - time.monotonic()) * 1000))), "no pong after 400 says"
+        if unpack(say.recv(), MAX_REPLY_FRAME, max_array=MAX_REPLY_ARRAY)["type"] == "pong":
+            break
     async with Client("late", router=broker.router, pub=broker.pub, backlog=500) as late:
         assert len(late.rooms["lobby"].users) == 301
         rec = Recorder(late)

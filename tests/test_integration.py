@@ -74,6 +74,32 @@ async def test_no_broker_is_a_connect_timeout(dead_endpoint: Callable[[], str]) 
     assert time.monotonic() - started < 3
 
 
+async def test_the_first_connection_falls_over_to_the_next_broker(
+    broker: BrokerThread, dead_endpoint: Callable[[], str]
+) -> None:
+    """Issue 14: the first broker of the list does not answer, so the first registration
+    moves on to the next (after connect_timeout), as a later failover would."""
+    router, pub = f"{dead_endpoint()},{broker.router}", f"{dead_endpoint()},{broker.pub}"
+    async with (
+        client_for(broker, "Bob") as bob,
+        Client("Ann", router=router, pub=pub, connect_timeout=0.5) as ann,
+    ):
+        assert (ann.router, ann.pub) == (broker.router, broker.pub)
+        await ann.say("through the second broker")
+        await wait_for(bob, Message, text="through the second broker", nick="Ann")
+
+
+async def test_no_broker_of_the_list_answers_is_one_connect_timeout(
+    dead_endpoint: Callable[[], str],
+) -> None:
+    routers, pubs = [dead_endpoint(), dead_endpoint()], [dead_endpoint(), dead_endpoint()]
+    client = Client("x", router=",".join(routers), pub=",".join(pubs), connect_timeout=0.3)
+    with pytest.raises(ConnectTimeout) as info:
+        await client.connect()
+    # Both were tried: the error names the whole list.
+    assert (info.value.router, info.value.pub) == (",".join(routers), ",".join(pubs))
+
+
 async def test_ready_client_misses_nothing_published_after_its_join(
     make_broker: Callable[..., BrokerThread],
 ) -> None:

@@ -198,6 +198,9 @@ class _RedisDown:
     def claim(self, *args: Any) -> None:
         raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
 
+    def say(self, *args: Any) -> None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
+
     def publish(self, *args: Any) -> tuple[int, bool]:
         raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
 

@@ -56,11 +56,18 @@ class Cluster(Shared, Protocol):
 
     def bind(self, core: BrokerCore) -> None: ...
 
-    def fileno(self) -> int | None:
-        """A file descriptor that becomes readable when :meth:`ready` has work."""
+    def fds(self) -> tuple[int, ...]:
+        """File descriptors that become readable when :meth:`ready` has work."""
+
+    @property
+    def more(self) -> bool:
+        """:meth:`ready` has work that no descriptor shows: poll without sleeping."""
 
     def ready(self) -> list[Output]:
-        """What arrived from the other brokers, to send; never blocks for long."""
+        """What arrived from Redis and the other brokers, to send; never blocks for long."""
+
+    def flush(self) -> list[Output]:
+        """Send the says gathered since the last call to the shared store."""
 
     def tick(self, now: float) -> list[Output]: ...
 
@@ -163,18 +170,20 @@ class Broker:
         next_tick = self._clock() + interval
         caught_up = self._clock()
         cluster = self.cluster
-        cluster_fd: int | None = None
+        cluster_fds: tuple[int, ...] = ()
         while not self._stop.is_set():
+            wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
             if cluster is not None:
                 # The cluster's connection can change (Redis came back): poll the current one.
-                fd = cluster.fileno()
-                if fd != cluster_fd:
-                    if cluster_fd is not None:
-                        poller.unregister(cluster_fd)
-                    if fd is not None:
+                fds = cluster.fds()
+                if fds != cluster_fds:
+                    for fd in cluster_fds:
+                        poller.unregister(fd)
+                    for fd in fds:
                         poller.register(fd, zmq.POLLIN)
-                    cluster_fd = fd
-            wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
+                    cluster_fds = fds
+                if cluster.more:
+                    wait = 0.0
             ready = dict(poller.poll(int(wait * 1000)))
             if self.router in ready:
                 started, emptied = self._drain()
@@ -182,12 +191,16 @@ class Broker:
                     # All that arrived before the drain began was read, and stamped
                     # with its start: a slow drain (one huge message) shows no one silent.
                     caught_up = started
+                if cluster is not None:
+                    # Before anything else can publish: the batch's says come first.
+                    self._send(cluster.flush())
             else:
                 caught_up = self._clock()
             if self._monitor in ready:
                 self._read_monitor()
             if cluster is not None:
                 self._send(cluster.ready())
+                self._send(cluster.flush())
             now = self._clock()
             if now >= next_tick:
                 # Commit first, as _drain does: timeouts publish leave events too.

@@ -5,19 +5,45 @@ publishes and answers from its own tables, as it always has. A cluster node
 (``zchat.broker.cluster.node``) plugs in here: room events get their seq from
 Redis, rosters and history come from Redis, nicks are claimed cluster-wide.
 Implementations raise ``ProtocolError`` (``unavailable``, ``nick_taken``) to refuse.
-Pure: this module only names the interface.
+
+A ``say`` is the one command whose outcome comes back later: the node sends a
+drained batch of them to Redis at once, and hands the core each outcome as a
+:class:`Said` (``BrokerCore.said``). Pure: this module only names the interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
-from zchat.broker.state import Output, Room
-from zchat.protocol.events import DirectMessage, RoomEvent, RoomInfo
+from zchat.broker.state import Output, Room, Session
+from zchat.errors import ProtocolError
+from zchat.protocol.events import DirectMessage, Message, RoomEvent, RoomInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What became of a ``say`` handed to :meth:`Shared.say`."""
+
+    peer: bytes
+    #: The session's resume token: the routing id may carry another session by then.
+    resume: str
+    room: str
+    ref: str | None
+    #: The seq it was published at (or, if ``dup``, had been published at before).
+    seq: int = 0
+    dup: bool = False
+    #: Not stored and not published (``unavailable``).
+    error: ProtocolError | None = None
 
 
 class Shared(Protocol):
+    def say(self, session: Session, room: Room, message: Message) -> None:
+        """Queue ``message`` (its ``seq`` is ignored) to be published; its outcome comes
+        back as a :class:`Said`. Raises ``ProtocolError`` (``unavailable``) if it is
+        refused at once (Redis down, too much waiting)."""
+
     def publish(self, room: Room, event: RoomEvent, out: list[Output]) -> tuple[int, bool]:
         """Publish ``event`` (its ``seq`` is ignored); (seq, dup): dup if its say id
         was already published, at seq. A ``leave`` or ``nick`` event is never refused
@@ -48,4 +74,5 @@ class Shared(Protocol):
         elsewhere now. Never refuses: what Redis misses is done when it is back."""
 
     def direct(self, nick_key: str, event: DirectMessage) -> bool:
-        """Send a direct message to a session on another node; False if there is none."""
+        """Send a direct message to a session on another node; False if no one holds
+        the nick. Raises ``ProtocolError`` (``unavailable``) if it cannot be delivered."""

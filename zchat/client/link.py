@@ -3,7 +3,8 @@
 The part of the client that moves envelopes: sockets (fresh ones on every
 registration), typed requests matched to replies by id, the ``sync`` round
 trip that proves the SUB live, the readers, liveness (``_heard``) and the
-queue of events for the application. Chat logic lives in ``zchat.client.client``.
+queue of events for the application. Registration and recovery live in
+``zchat.client.session``, the chat API in ``zchat.client.client``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ _R = TypeVar("_R", bound=Event)
 
 
 class Link:
-    """Sockets, requests and the event queue; :class:`zchat.client.client.Client` is a Link."""
+    """Sockets, requests and the event queue; :class:`zchat.client.session.Session` is a Link."""
 
     def __init__(
         self,
@@ -59,7 +60,8 @@ class Link:
         context: zmq.asyncio.Context | None,
     ) -> None:
         #: Several brokers of one cluster: comma-separated, router and pub in the same
-        #: order. The first is used first; each re-registration moves to the next.
+        #: order. The first is tried first; a first registration that gets no answer,
+        #: and every re-registration, moves to the next.
         self.brokers = _pairs(router, pub)
         self.router, self.pub = self.brokers[0]
         self.connect_timeout = connect_timeout

@@ -11,7 +11,8 @@ from typing import TextIO
 
 from zchat.client.client import DEFAULT_PUB, DEFAULT_ROUTER, Client
 from zchat.curve import CurveKeys
-from zchat.errors import EXIT_OK, ZchatError, exit_code
+from zchat.errors import EXIT_OK, ProtocolError, UsageError, ZchatError, exit_code
+from zchat.protocol.names import check_nick
 from zchat.ui.linemode import LineMode
 from zchat.ui.noise import Joins
 from zchat.ui.personal import Notify, Personal
@@ -44,10 +45,39 @@ def wants_tui(config: ChatConfig, streams: tuple[TextIO, ...] | None = None) -> 
     return on_terminal and not (config.plain or config.json_mode)
 
 
+def prepare(config: ChatConfig) -> None:
+    """Refuse before connecting what cannot work: a ``log_dir`` that cannot be made
+    (it is made here), a bad nick."""
+    if config.log_dir is not None:
+        try:
+            config.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use --log-dir {config.log_dir}: {exc.strerror}") from None
+    try:
+        check_nick(config.nick)
+    except ProtocolError as exc:
+        if config.json_mode:  # a script reads the code (bad_nick) the broker would send
+            raise
+        raise ZchatError(f"bad nick {config.nick!r}: {exc.reason}") from None
+
+
 async def run_chat(
     config: ChatConfig, *, err: TextIO = sys.stderr, out: TextIO = sys.stdout
 ) -> int:
     """Connect and chat until the person quits; returns the exit code."""
+
+    def fail(exc: ZchatError) -> int:
+        if config.json_mode:  # docs/cli-json.md: even a fatal error is a JSON object on stdout
+            out.write(error_json(exc) + "\n")
+            out.flush()
+        else:
+            err.write(error_line(exc) + "\n")
+        return exit_code(exc)
+
+    try:
+        prepare(config)
+    except ZchatError as exc:
+        return fail(exc)
     tui = wants_tui(config)
     if tui:
         # Only the full screen needs Textual (line mode and bots never pay for it), and
@@ -66,18 +96,14 @@ async def run_chat(
         # The full screen starts only once connected: until then, say what is going on.
         err.write(
             f"zchat: connecting to {clean(config.router)} as {clean(config.nick)}"
-            f" (up to {config.connect_timeout:g}s)...\n"
+            # Each broker of the list gets connect_timeout in turn.
+            f" (up to {len(chat.brokers) * config.connect_timeout:g}s)...\n"
         )
         err.flush()
     try:
         await chat.connect()
     except ZchatError as exc:
-        if config.json_mode:
-            out.write(error_json(exc) + "\n")
-            out.flush()
-        else:
-            err.write(error_line(exc) + "\n")
-        return exit_code(exc)
+        return fail(exc)
     transcript = Transcript(config.log_dir) if config.log_dir is not None else None
     if tui:
         return await run_tui(

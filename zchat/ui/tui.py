@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import signal
 from collections.abc import Mapping
@@ -20,11 +19,10 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import events
-from textual.app import App, ComposeResult
-from textual.await_complete import AwaitComplete
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import ContentSwitcher, Footer, Input, Static, Tab, Tabs
+from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from zchat.client.client import Client
 from zchat.client.events import ClientEvent, Missed, Status
@@ -36,40 +34,30 @@ from zchat.protocol.events import (
     NickChanged,
     RoomEvent,
 )
-from zchat.protocol.names import fold
 from zchat.ui.input import run_line
 from zchat.ui.lines import (
     MENTION,
     MUTED,
     STATES,
-    UNREAD,
     event_line,
     info_line,
     nick_style,
-    rule_line,
 )
 from zchat.ui.noise import Joins, hidden
 from zchat.ui.personal import Personal, alert_sequence
 from zchat.ui.render import clean, mention_spans
+from zchat.ui.tabs import TabbedApp, dm_key
 from zchat.ui.transcript import Transcript
-from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, RoomView, Sidebar
+from zchat.ui.widgets import ChatInput, ChatLog, RoomTabs, Sidebar
 
 __all__ = ["MENTION", "ChatApp", "ChatInput", "ChatLog", "dm_key", "event_line", "run_tui"]
 
-
-def dm_key(nick: str) -> str:
-    """The view key of a conversation with ``nick``: a room name has no spaces, so
-    this never names a room."""
-    return f" @{fold(nick)}"
-
-
-# ---------------------------------------------------------------- the app
 
 #: Narrower than this, the user list gives its columns to the messages (Ctrl+B brings it back).
 NARROW = 80
 
 
-class ChatApp(App[int]):
+class ChatApp(TabbedApp):
     """A full-screen chat client for an already connected ``Client``."""
 
     TITLE = "zchat"
@@ -111,18 +99,11 @@ class ChatApp(App[int]):
         personal: Personal | None = None,
         transcript: Transcript | None = None,
     ) -> None:
-        super().__init__()
-        self.client = client
+        super().__init__(client)
         self.transcript = transcript
         self.joins = joins
         self.personal = personal or Personal()
-        self.views: dict[str, RoomView] = {}
-        #: Where local lines go when no room is open.
-        self.home = ChatLog(id="log-home")
-        self.current: str | None = None
         self.state = "connected" if client.connected else "reconnecting"
-        self.dm_nicks: list[str] = []
-        self._tab_ids = itertools.count(1)
         self._lines: asyncio.Queue[str] = asyncio.Queue()
         self._quitting = False
         #: Shown or hidden by Ctrl+B; None: by the width (hidden below NARROW).
@@ -156,9 +137,6 @@ class ChatApp(App[int]):
         box.cursor_position = len(box.value)
         box.focus()
 
-    def scrollback(self) -> list[str]:
-        return [line.plain for line in self.current_log.source]
-
     def action_toggle_sidebar(self) -> None:
         self.sidebar_choice = not self.query_one(Sidebar).display
         self._place_sidebar(self.size.width)
@@ -175,87 +153,9 @@ class ChatApp(App[int]):
 
     # ------------------------------------------------------------ views
 
-    def _new_view(self, key: str, dm: str | None = None) -> RoomView:
-        """The view of a room, or of a conversation with ``dm``; mounting starts now."""
-        view = self.views.get(key)
-        if view is None:
-            n = next(self._tab_ids)
-            label = Text(clean(key) if dm is None else f"@{clean(dm)}")
-            view = RoomView(key, Tab(label, id=f"room-{n}"), ChatLog(id=f"log-{n}"), dm=dm)
-            self.views[key] = view
-            view.mounted = AwaitComplete(
-                self.query_one(Tabs).add_tab(view.tab),
-                self.query_one(ContentSwitcher).add_content(view.log),
-            )
-        return view
-
-    async def _ensure_view(self, room: str, dm: str | None = None) -> RoomView:
-        view = self._new_view(room, dm)
-        if view.mounted is not None and not view.mounted.is_done:
-            await view.mounted
-            if room == self.current:
-                self._switch(room)  # switched to before its tab existed
-        return view
-
-    async def _drop_view(self, room: str) -> None:
-        view = self.views.pop(room, None)
-        if view is None:
-            return
-        tabs = self.query_one(Tabs)
-        await tabs.remove_tab(view.tab)
-        if self.current == room:
-            self.query_one(ContentSwitcher).current = self.home.id
-        await view.log.remove()
-        if self.current == room:
-            self._switch(self._room_of_tab(tabs.active) or next(iter(self.views), None))
-
-    def _room_of_tab(self, tab_id: str | None) -> str | None:
-        return next((r for r, v in self.views.items() if v.tab.id == tab_id), None)
-
-    def _switch(self, room: str | None) -> None:
-        self.current = room
-        view = self.views.get(room) if room is not None else None
-        log = self.home
-        if view is not None:
-            view.unread = 0
-            view.mentioned = False
-            self._relabel(view)
-            if view.mounted is None or view.mounted.is_done:
-                log = view.log
-                tabs = self.query_one(Tabs)
-                if tabs.active != view.tab.id:
-                    tabs.active = view.tab.id or ""
-        self.query_one(ContentSwitcher).current = log.id
+    def _switched(self) -> None:
         self._refresh_users()
         self._refresh_header()
-
-    def _relabel(self, view: RoomView) -> None:
-        label = Text(clean(view.name) if view.dm is None else f"@{clean(view.dm)}")
-        if view.unread:
-            label.append(f" {'!' if view.mentioned else ''}{view.unread}", UNREAD)
-        view.tab.label = label
-
-    @property
-    def current_dm(self) -> str | None:
-        view = self._current_view()
-        return view.dm if view is not None else None
-
-    def _current_view(self) -> RoomView | None:
-        return self.views.get(self.current) if self.current is not None else None
-
-    @property
-    def current_log(self) -> ChatLog:
-        view = self._current_view()
-        return view.log if view is not None else self.home
-
-    def _add(self, room: str | None, line: Text, *, history: bool = False) -> None:
-        """Append to a room's lines (the open one if ``room`` is None)."""
-        view = self.views.get(room) if room is not None else self._current_view()
-        log = view.log if view is not None else self.home
-        if view is not None and history != view.in_history:
-            log.add(rule_line("earlier messages" if history else "now"))
-            view.in_history = history
-        log.add(line)
 
     def show_info(
         self, text: str, *, error: bool = False, data: Mapping[str, Any] | None = None
@@ -367,24 +267,6 @@ class ChatApp(App[int]):
         if isinstance(event, NickChanged):
             self._refresh_header()
 
-    def _show_dm(self, event: DirectMessage, line: Text | None) -> None:
-        """A DM goes to the conversation with the other person, opened if need be."""
-        outgoing = event.nick == self.client.nick and event.to != self.client.nick
-        peer = event.to if outgoing else event.nick
-        self._remember_dm(peer)
-        view = self._new_view(dm_key(peer), peer)
-        if line is None:
-            return
-        view.log.add(line)
-        if view.name != self.current:
-            if outgoing:
-                # Sent from elsewhere (/msg in a room): confirm it where it was typed.
-                self._add(None, line)
-            else:
-                view.unread += 1
-                view.mentioned = True  # a DM is for you, as a mention is
-                self._relabel(view)
-
     def alert(self, title: str, body: str) -> None:
         """Get the person's attention: the bell, and a desktop notification if set."""
         sequence = alert_sequence(self.personal.notify, title, body)
@@ -398,12 +280,6 @@ class ChatApp(App[int]):
     async def _answer(self, nick: str, text: str) -> None:
         with contextlib.suppress(ZchatError, TimeoutError):
             self.show_reply(await self.client.dm(nick, text))
-
-    def _remember_dm(self, nick: str) -> None:
-        if nick in self.dm_nicks:
-            self.dm_nicks.remove(nick)
-        self.dm_nicks.append(nick)
-        del self.dm_nicks[:-50]
 
     # ------------------------------------------------------------ input
 
@@ -425,17 +301,6 @@ class ChatApp(App[int]):
 
     # The front end's side of zchat.ui.input.run_line.
 
-    def show_reply(self, event: DirectMessage) -> None:
-        self._show_dm(event, event_line(event, self.client.nick))
-
-    async def talk_to(self, nick: str | None) -> None:
-        if nick is not None:
-            key = dm_key(nick)
-            await self._ensure_view(key, self.views[key].dm if key in self.views else nick)
-            self._switch(key)
-        elif self.current_dm is not None and self.current is not None:
-            await self._drop_view(self.current)
-
     async def joined(self, room: str) -> None:
         await self._ensure_view(room)
         self._switch(room)
@@ -451,25 +316,6 @@ class ChatApp(App[int]):
         self._refresh_users()
 
     # ------------------------------------------------------------ actions
-
-    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
-        room = self._room_of_tab(event.tab.id)
-        if room is not None and room != self.current:
-            self._switch(room)
-
-    def action_switch(self, step: int) -> None:
-        rooms = list(self.views)
-        if not rooms:
-            return
-        index = rooms.index(self.current) if self.current in rooms else -step
-        self._switch(rooms[(index + step) % len(rooms)])
-
-    def action_page(self, step: int) -> None:
-        log = self.current_log
-        if step < 0:
-            log.scroll_page_up(animate=False)
-        else:
-            log.scroll_page_down(animate=False)
 
     async def action_quit(self, reason: str | None = None) -> None:
         """Say ``bye`` (with ``reason``) and leave the app with exit code 0."""

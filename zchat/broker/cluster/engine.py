@@ -1,6 +1,7 @@
-"""The Redis engine: a room's seq, history, roster and topic, say ids, nick
-registrations and CURVE owners, node leases and the clean-up after a dead node,
-all shared by the brokers of one cluster. Works on one Redis or a Redis Cluster.
+"""The Redis engine: a room's seq, history, roster and topic, say ids, and the
+subscriptions that bring other nodes' events, shared by the brokers of one
+cluster (leases, nicks and sessions are in ``leases.py``). Works on one Redis or a
+Redis Cluster.
 
 Every call is one network round trip (a pipeline for a batch), and every Redis
 failure comes out as :class:`Unavailable`, so the caller can answer its client
@@ -14,18 +15,46 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import redis
 import redis.cluster
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from zchat.broker.cluster import keys, scripts
-from zchat.errors import ZchatError
+from zchat.broker.cluster.leases import FAILURES as _FAILURES
+from zchat.broker.cluster.leases import Claim, Leases, Renewal
+from zchat.broker.cluster.records import (
+    Append,
+    Appended,
+    Delivery,
+    DirectDelivery,
+    HistoryPage,
+    RoomDelivery,
+    RoomState,
+    Sent,
+    Unavailable,
+    member_value,
+)
+
+__all__ = [
+    "TIMEOUT",
+    "Append",
+    "Appended",
+    "Claim",
+    "DirectDelivery",
+    "Engine",
+    "HistoryPage",
+    "Renewal",
+    "RoomDelivery",
+    "RoomState",
+    "Sent",
+    "Unavailable",
+    "connect",
+    "member_value",
+]
 
 log = logging.getLogger("zchat.broker.cluster")
 
@@ -34,105 +63,12 @@ Client = redis.Redis | redis.cluster.RedisCluster
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-#: What redis-py raises when Redis fails; a cluster client's own errors are not RedisErrors.
-_FAILURES = (RedisError, RedisClusterException)
+#: Longest wait for one Redis reply: what a rare command (join, who, history...)
+#: can cost the broker's loop when Redis stalls, once per ``RETRY_AFTER``.
+TIMEOUT = 0.5
 
 
-class Unavailable(ZchatError):
-    """Redis did not answer (down, slow past the socket timeout, or refusing)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Append:
-    """One event for a room: Redis gives it the next seq, stores and publishes it.
-
-    ``op`` says what else changes with it: ``join``/``leave`` the roster entry
-    ``member`` (a nick fold; ``value`` is the entry), ``nick`` renames ``member`` to
-    ``new_member``, ``topic`` sets the topic to ``value``; ``say`` and ``event``
-    change nothing else. A ``leave`` with ``only_node`` happens only if that node
-    still holds the member (the clean-up after a dead node).
-    """
-
-    room: str
-    head: bytes
-    op: str
-    member: str = ""
-    value: str = ""
-    say_id: str | None = None
-    only_node: str = ""
-    new_member: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    #: ``ok``, ``dup`` (the say id was published before, at ``seq``), ``moved``
-    #: (a join re-pointed the roster, nothing published) or ``skip`` (nothing to do).
-    status: str
-    seq: int
-    epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class RoomState:
-    epoch: str | None
-    seq: int
-    topic: str
-    nicks: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    epoch: str | None
-    top: int
-    envelopes: list[bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class RoomDelivery:
-    """An event some node appended, as every subscribed node receives it."""
-
-    room: str
-    seq: int
-    op: str
-    envelope: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DirectDelivery:
-    """A direct message for a session on this node."""
-
-    nick_key: str
-    envelope: bytes
-
-
-Delivery = RoomDelivery | DirectDelivery
-
-
-@dataclass(frozen=True, slots=True)
-class Renewal:
-    #: Redis lost its data (restarted without persistence, flushed, failed over to an
-    #: empty replica): every room starts over in a new epoch, as after a broker restart.
-    epoch_changed: bool
-    #: This node's lease ran out before it was renewed (another node may clean up
-    #: after it, if it sees that first).
-    lapsed: bool
-    #: Another node cleaned up after this one (published its sessions' leaves and
-    #: freed their nicks): its sessions must register again.
-    reaped: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    ok: bool
-    #: When ``ok``: the node that held the nick before ("" if it was free); else the holder.
-    node: str
-
-
-def member_value(node: str, nick: str) -> str:
-    return f"{node}\n{nick}"
-
-
-def connect(url: str, *, timeout: float = 1.0) -> Client:
+def connect(url: str, *, timeout: float = TIMEOUT) -> Client:
     """A client for ``redis://HOST:PORT/DB``: a cluster client if the server is in a cluster."""
     # No retries inside redis-py (its default is 10, with backoff): the broker's loop
     # must not wait; a failed call is answered unavailable and the node probes again.
@@ -156,7 +92,7 @@ def connect(url: str, *, timeout: float = 1.0) -> Client:
         raise Unavailable(f"no Redis Cluster at {url}: {exc}") from None
 
 
-class Engine:
+class Engine(Leases):
     """One node's view of the shared state. Not thread-safe: one thread calls it."""
 
     def __init__(
@@ -174,6 +110,8 @@ class Engine:
         # the replies are checked where they are read instead.
         self.client: Any = client
         self.node = node
+        #: The client's socket timeout: the longest one call waits.
+        self.timeout: float = _timeout_of(client)
         self.history = history
         self.lease_ms = int(lease * 1000)
         self.say_ttl_ms = int(say_ttl * 1000)
@@ -188,6 +126,19 @@ class Engine:
         self._channels: set[str] = set()
         self._early: list[dict[str, Any]] = []
         self.epoch = ""
+
+    def twin(self) -> Engine:
+        """Another engine for this node on the same client, for another thread (an
+        engine is not thread-safe; redis-py's clients are)."""
+        twin = Engine(
+            self.client,
+            self.node,
+            history=self.history,
+            lease=self.lease_ms / 1000,
+            say_ttl=self.say_ttl_ms / 1000,
+        )
+        twin.epoch = self.epoch
+        return twin
 
     # ------------------------------------------------------------ plumbing
 
@@ -221,165 +172,6 @@ class Engine:
         # As a raw command: the cluster pipeline blocks its evalsha method but routes
         # EVALSHA by its keys all the same.
         pipe.execute_command("EVALSHA", self._sha[name], len(keys_), *keys_, *args)
-
-    # ------------------------------------------------------------ epoch and leases
-
-    def start(self) -> str:
-        """Adopt the cluster's epoch (writing a new one if Redis has none) and take a lease."""
-        self.renew()
-        return self.epoch
-
-    def renew(self) -> Renewal:
-        """Renew this node's lease (call at least every third of it) and read the epoch."""
-        fresh = secrets.token_hex(8)
-
-        def fill(pipe: Any) -> None:
-            pipe.set(keys.EPOCH, fresh, nx=True, get=True)
-            pipe.set(keys.node_lease(self.node), "1", px=self.lease_ms, get=True)
-            pipe.zadd(keys.NODES, {self.node: 0}, nx=True)
-
-        old_epoch, old_lease, added = self._run(fill)
-        epoch = old_epoch.decode() if isinstance(old_epoch, bytes) else fresh
-        first = not self.epoch
-        renewal = Renewal(
-            epoch_changed=not first and epoch != self.epoch,
-            lapsed=not first and old_lease is None,
-            reaped=not first and bool(added),
-        )
-        self.epoch = epoch
-        return renewal
-
-    def leave_cluster(self) -> None:
-        """A clean stop: no lease, no session records, nothing left to reap."""
-
-        def fill(pipe: Any) -> None:
-            pipe.delete(keys.node_lease(self.node))
-            pipe.delete(keys.node_sessions(self.node))
-            pipe.zrem(keys.NODES, self.node)
-
-        self._run(fill)
-
-    def dead_nodes(self) -> list[str]:
-        """Nodes that were seen and whose lease has run out."""
-        try:
-            nodes = [n.decode() for n in self.client.zrange(keys.NODES, 0, -1)]
-        except _FAILURES as exc:
-            raise Unavailable(str(exc)) from None
-        others = [n for n in nodes if n != self.node]
-        if not others:
-            return []
-
-        def fill(pipe: Any) -> None:
-            for node in others:
-                pipe.exists(keys.node_lease(node))
-
-        alive = self._run(fill)
-        return [node for node, up in zip(others, alive, strict=True) if not up]
-
-    def reap(self, dead: str, make_leave: Callable[[str, str], bytes]) -> list[Appended]:
-        """Clean up after a dead node, if this node wins the claim: one ``leave``
-        (built by ``make_leave(room, nick)``) per session and room that did not come
-        back elsewhere, and its nicks freed. Returns what was appended ([] if another
-        node has the claim)."""
-        try:
-            won = self.client.set(keys.node_reap(dead), self.node, nx=True, px=self.lease_ms)
-            if not won:
-                return []
-            if self.client.exists(keys.node_lease(dead)):
-                # It renewed its lease since it was found dead: it is alive after all.
-                self.client.delete(keys.node_reap(dead))
-                return []
-            records = self.client.hgetall(keys.node_sessions(dead))
-        except _FAILURES as exc:
-            raise Unavailable(str(exc)) from None
-        appends: list[Append] = []
-        releases: list[tuple[str, str]] = []
-        for fold_b, packed in records.items():
-            nick, resume, rooms = msgpack.unpackb(packed)
-            fold = fold_b.decode()
-            for room in rooms:
-                appends.append(
-                    Append(room, make_leave(room, nick), "leave", member=fold, only_node=dead)
-                )
-            releases.append((fold, resume))
-        done = self.append(appends)
-
-        def fill(pipe: Any) -> None:
-            for fold, resume in releases:
-                self._script(pipe, "release", [keys.nick_key(fold)], [dead, resume])
-            pipe.delete(keys.node_sessions(dead))
-            pipe.zrem(keys.NODES, dead)
-            # Done: another run finds nothing left to do (every step is conditional).
-            pipe.delete(keys.node_reap(dead))
-
-        self._run(fill)
-        log.info("reaped node %s: %d sessions", dead, len(releases))
-        return [a for a in done if a.status == "ok"]
-
-    # ------------------------------------------------------------ sessions and nicks
-
-    def claim_nick(
-        self, fold: str, nick: str, resume: str, *, given: str = "", key: str = "", dead: str = ""
-    ) -> Claim:
-        def fill(pipe: Any) -> None:
-            args = [self.node, nick, resume, given, key, dead]
-            self._script(pipe, "claim", [keys.nick_key(fold)], args)
-
-        ((status, node),) = self._run(fill)
-        return Claim(status == b"ok", node.decode())
-
-    def release_nick(self, fold: str, resume: str) -> bool:
-        def fill(pipe: Any) -> None:
-            self._script(pipe, "release", [keys.nick_key(fold)], [self.node, resume])
-
-        (freed,) = self._run(fill)
-        return bool(freed)
-
-    def holder(self, fold: str) -> str | None:
-        """The node a nick is registered on, or None."""
-        try:
-            node = self.client.hget(keys.nick_key(fold), "node")
-        except _FAILURES as exc:
-            raise Unavailable(str(exc)) from None
-        return node.decode() if isinstance(node, bytes) else None
-
-    def record_session(self, fold: str, nick: str, resume: str, rooms: Sequence[str]) -> None:
-        """What the clean-up needs if this node dies: the session's nick, token and rooms."""
-        packed = msgpack.packb([nick, resume, list(rooms)])
-        self._run(lambda pipe: pipe.hset(keys.node_sessions(self.node), fold, packed))
-
-    def take_session(self, node: str, fold: str) -> tuple[str, list[str]] | None:
-        """Remove another node's record of a session (taken over here): (nick, rooms)."""
-
-        def fill(pipe: Any) -> None:
-            pipe.hget(keys.node_sessions(node), fold)
-            pipe.hdel(keys.node_sessions(node), fold)
-
-        packed, _ = self._run(fill)
-        if packed is None:
-            return None
-        nick, _, rooms = msgpack.unpackb(packed)
-        return str(nick), [str(r) for r in rooms]
-
-    def forget_session(self, fold: str) -> None:
-        self._run(lambda pipe: pipe.hdel(keys.node_sessions(self.node), fold))
-
-    def owner(self, fold: str) -> str | None:
-        try:
-            value = self.client.get(keys.owner_key(fold))
-        except _FAILURES as exc:
-            raise Unavailable(str(exc)) from None
-        return value.decode() if isinstance(value, bytes) else None
-
-    def set_owner(self, fold: str, key: str) -> str:
-        """Claim ``fold`` for ``key`` unless another key has it; the owner after."""
-
-        def fill(pipe: Any) -> None:
-            pipe.set(keys.owner_key(fold), key, nx=True)
-            pipe.get(keys.owner_key(fold))
-
-        _, value = self._run(fill)
-        return str(value.decode())
 
     # ------------------------------------------------------------ rooms
 
@@ -446,15 +238,20 @@ class Engine:
         envelopes = [fields[b"e"] for _, fields in reversed(entries)]
         return HistoryPage(epoch.decode() if epoch else None, int(top or 0), envelopes)
 
-    def direct(self, fold: str, envelope: bytes) -> str | None:
-        """Send a direct message to the node holding ``fold``; that node, or None."""
+    def direct(self, fold: str, envelope: bytes) -> Sent | None:
+        """Send a direct message to the node holding ``fold`` (None: no one holds it).
+        Two round trips: the holder, then the publication on its channel."""
+        holder = self.holder(fold)
+        if holder is None:
+            return None
         payload = fold.encode() + b"\n" + envelope
 
         def fill(pipe: Any) -> None:
-            self._script(pipe, "direct", [keys.nick_key(fold)], [payload])
+            lease = keys.node_lease(holder)
+            self._script(pipe, "direct", [lease], [keys.node_channel(holder), payload])
 
-        (node,) = self._run(fill)
-        return node.decode() if isinstance(node, bytes) else None
+        (reached,) = self._run(fill)
+        return Sent(holder, int(reached) > 0)
 
     # ------------------------------------------------------------ subscriptions
 
@@ -545,6 +342,15 @@ class Engine:
             self._pubsub.close()
             self._pubsub = None
         self.client.close()
+
+
+def _timeout_of(client: Client) -> float:
+    if isinstance(client, redis.cluster.RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout is not None else TIMEOUT
 
 
 def _parse(channel: bytes, data: bytes) -> Delivery | None:

@@ -1,12 +1,14 @@
 """A broker as one node of a cluster: the :class:`~zchat.broker.shared.Shared` seam
-the core calls, backed by the Redis :class:`~zchat.broker.cluster.engine.Engine`,
-and the side channel the socket adapter polls (deliveries from Redis, leases,
-the clean-up after dead nodes).
+the core calls, backed by Redis, and what the socket adapter polls beside the
+ROUTER (the Redis worker's results, the subscription's deliveries).
 
-Redis is called from the broker's one thread, one pipelined round trip per call,
-with a short socket timeout. After a failure the node answers ``unavailable`` at
-once, without touching Redis, until a lease renewal in ``tick`` gets through
-(docs/cluster.md says why, and what that costs).
+Says go to Redis in one pipeline per drained batch, on the Redis worker thread
+(``worker.py``); their outcomes come back through the loop's poller. Lease
+renewals run there too. The rarer calls (join, who, history, nick, dm...) are
+made from the loop, each bounded by the client's socket timeout (``TIMEOUT``),
+after the worker has run what was handed to it before (so no room event
+overtakes a say). After a failure the node answers ``unavailable`` at once,
+without touching Redis, until a renewal gets through (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -17,15 +19,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from zchat.broker.cluster import keys
-from zchat.broker.cluster.engine import (
-    Append,
-    DirectDelivery,
-    Engine,
-    RoomDelivery,
-    Unavailable,
-    member_value,
-)
-from zchat.broker.state import MAX_ROSTER, Output, Publish, Reply, Room
+from zchat.broker.cluster.engine import Append, Appended, Engine, Renewal, Unavailable, member_value
+from zchat.broker.cluster.relay import Relay
+from zchat.broker.cluster.worker import Renew, Renewed, Says, SaysDone, Worker
+from zchat.broker.shared import Said
+from zchat.broker.state import MAX_ROSTER, Output, Room, Session
 from zchat.broker.store import MemoryStore
 from zchat.errors import ProtocolError
 from zchat.protocol.events import (
@@ -40,7 +38,7 @@ from zchat.protocol.events import (
     TopicSet,
 )
 from zchat.protocol.names import ErrorCode, LeaveReason, fold
-from zchat.protocol.wire import pack, pack_with_raw_array, room_topic, unpack
+from zchat.protocol.wire import pack, pack_with_raw_array
 
 if TYPE_CHECKING:
     from zchat.broker.core import BrokerCore
@@ -52,6 +50,12 @@ P = ParamSpec("P")
 
 #: After Redis failed, how long the node refuses at once before trying again.
 RETRY_AFTER = 1.0
+#: Says handed to Redis and not yet answered before more are refused ``unavailable``.
+MAX_WAITING = 10_000
+
+
+def _refused(reason: str = "the cluster's store is unavailable") -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAVAILABLE, reason)
 
 
 class ClusterStore(MemoryStore):
@@ -81,13 +85,17 @@ class ClusterNode:
         engine.start()
         self.store = ClusterStore(self, history)
         self._core: BrokerCore | None = None
-        #: Rooms this node is subscribed to in Redis: those with members here.
-        self.subscribed: set[str] = set()
-        #: The last seq republished per room: later deliveries are checked against it.
-        self.last: dict[str, int] = {}
+        self.relay = Relay(engine, self._went_down)
+        self.worker = Worker(engine.twin())
+        #: Says handed to the worker and not answered yet.
+        self.waiting = 0
+        #: A renewal is with the worker.
+        self._renewing = False
         #: Leaves and nick changes Redis did not take, sent in order when it is back.
         self.pending: list[Append] = []
         self.pending_releases: list[tuple[str, str]] = []
+        #: Says of the batch being drained, sent to Redis together by :meth:`flush`.
+        self.batch: list[tuple[Said, Append]] = []
         self.down_until = 0.0
         #: Redis failed since the last successful lease renewal.
         self.failed = False
@@ -115,14 +123,18 @@ class ClusterNode:
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(...)``, or ``ProtocolError(unavailable)`` if Redis is (or just went) down."""
         if not self.up:
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "the cluster's store is unavailable")
+            raise _refused()
         try:
             return fn(*args, **kwargs)
         except Unavailable as exc:
             self._went_down(exc)
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the cluster's store is unavailable"
-            ) from None
+            raise _refused() from None
+
+    def _append_now(self, batch: Sequence[Append]) -> list[Appended]:
+        """Append from the loop, after the says handed to the worker before: one order."""
+        if not self.worker.wait_idle(self.engine.timeout):
+            raise Unavailable("Redis is slow: say batches still waiting")
+        return self.engine.append(batch)
 
     def _went_down(self, exc: Exception) -> None:
         if not self.failed:
@@ -132,16 +144,30 @@ class ClusterNode:
 
     # ------------------------------------------------------------ Shared (the core calls)
 
+    def say(self, session: Session, room: Room, message: Message) -> None:
+        if not self.up:
+            raise _refused()
+        if self.waiting + len(self.batch) >= MAX_WAITING:
+            raise _refused("too many messages waiting for the cluster's store")
+        said = Said(session.peer, session.resume, room.name, message.id)
+        self.batch.append((said, self._append_for(room, message)))
+
+    def flush(self) -> list[Output]:
+        """Hand the says gathered since the last call to the worker, as one batch."""
+        if self.batch:
+            self.waiting += len(self.batch)
+            self.worker.submit(Says(self.batch))
+            self.batch = []
+        return []
+
     def publish(self, room: Room, event: RoomEvent, out: list[Output]) -> tuple[int, bool]:
         append = self._append_for(room, event)
-        if append.op == "join" and room.name not in self.subscribed:
-            # Subscribed before the first member here is confirmed: nothing is missed.
-            self.call(self.engine.subscribe, [room.name])
-            self.subscribed.add(room.name)
         if append.op == "join":
+            # Subscribed before the first member here is confirmed: nothing is missed.
+            self.call(self.relay.subscribe, room.name)
             self._record(append.member, [*self._rooms_of(append.member), room.name])
         try:
-            (result,) = self.call(self.engine.append, [append])
+            (result,) = self.call(self._append_now, [append])
         except ProtocolError:
             if append.op not in ("leave", "nick"):
                 raise
@@ -152,8 +178,8 @@ class ClusterNode:
         if append.op == "leave":
             if append.member in self.core.registry.by_nick:
                 self._record(append.member, self._rooms_of(append.member))
-            if not room.members and room.name in self.subscribed:
-                self._unsubscribe(room.name)
+            if not room.members and room.name in self.relay.subscribed:
+                self.relay.unsubscribe(room.name)
         if result is None or result.status in ("moved", "skip"):
             return room.seq, False
         room.seq = max(room.seq, result.seq)
@@ -194,14 +220,6 @@ class ClusterNode:
             return
         try:
             self.engine.record_session(nick_key, session.nick, session.resume, rooms)
-        except Unavailable as exc:
-            self._went_down(exc)
-
-    def _unsubscribe(self, room: str) -> None:
-        self.subscribed.discard(room)
-        self.last.pop(room, None)
-        try:
-            self.engine.unsubscribe([room])
         except Unavailable as exc:
             self._went_down(exc)
 
@@ -280,7 +298,7 @@ class ClusterNode:
             )
             for room in rooms
         ]
-        self.call(self.engine.append, leaves)
+        self.call(self._append_now, leaves)
 
     def release(self, nick_key: str, resume: str) -> None:
         try:
@@ -293,79 +311,65 @@ class ClusterNode:
             self.pending_releases.append((nick_key, resume))
 
     def direct(self, nick_key: str, event: DirectMessage) -> bool:
-        return self.call(self.engine.direct, nick_key, pack(event.to_wire())) is not None
+        sent = self.call(self.engine.direct, nick_key, pack(event.to_wire()))
+        if sent is not None and not sent.delivered:
+            # The recipient's node died (or lost Redis) and nobody has cleaned up after
+            # it yet: the message would be lost, so its sender is told.
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"{event.to}'s broker is gone; not delivered", to=event.to
+            )
+        return sent is not None
 
     # ------------------------------------------------------------ side channel (the adapter)
 
-    def fileno(self) -> int | None:
-        """The Redis subscription's socket, for the adapter's poller (None: not open)."""
-        if not self.up:
-            return None
-        try:
-            return self.engine.fileno()
-        except Unavailable as exc:
-            self._went_down(exc)
-            return None
+    def fds(self) -> tuple[int, ...]:
+        """What the adapter polls: the worker's wake-up socket and, while Redis is
+        up, the subscription's socket."""
+        sub = self.relay.fileno() if self.up else None
+        return (self.worker.fileno(),) if sub is None else (self.worker.fileno(), sub)
+
+    @property
+    def more(self) -> bool:
+        """Deliveries may wait unread in redis-py's buffer: poll without sleeping."""
+        return self.relay.more
 
     def ready(self) -> list[Output]:
-        """Republish what Redis delivered: room events on the PUB, in seq order per room
-        (a gap is filled from the shared history first), direct messages to their session."""
-        if not self.up:
-            return []
-        try:
-            deliveries = self.engine.deliveries()
-        except Unavailable as exc:
-            self._went_down(exc)
-            return []
+        """The worker's results (answers to says, renewals), then what Redis delivered."""
         out: list[Output] = []
-        for delivery in deliveries:
-            if isinstance(delivery, DirectDelivery):
-                session = self.core.registry.by_nick.get(delivery.nick_key)
-                if session is not None:
-                    out.append(Reply(session.peer, delivery.envelope))
-                continue
-            self._republish(delivery, out)
+        for done in self.worker.results():
+            if isinstance(done, SaysDone):
+                self.waiting -= len(done.outcomes)
+                if done.failure is not None:
+                    self._went_down(Unavailable(done.failure))
+                out += self.core.said(done.outcomes, time.time())
+            else:
+                self._renewed(done, out)
+        if self.up:
+            out += self.relay.read(self.core)
         return out
 
-    def _republish(self, delivery: RoomDelivery, out: list[Output]) -> None:
-        room = delivery.room
-        if room not in self.subscribed:
-            return
-        last = self.last.get(room)
-        if last is not None and delivery.seq <= last:
-            return
-        topic = room_topic(room)
-        if last is not None and delivery.seq > last + 1:
-            try:
-                page = self.engine.fetch(room, last, delivery.seq, delivery.seq - last - 1)
-            except Unavailable as exc:
-                self._went_down(exc)
-            else:
-                out.extend(Publish(topic + envelope) for envelope in page.envelopes)
-        out.append(Publish(topic + delivery.envelope))
-        self.last[room] = delivery.seq
-        if delivery.op == "topic":
-            local = self.core.rooms.rooms.get(room)
-            if local is not None:
-                local.topic = _topic_of(delivery.envelope)
-        local = self.core.rooms.rooms.get(room)
-        if local is not None and delivery.seq > local.seq:
-            local.seq = delivery.seq
-
     def tick(self, now: float) -> list[Output]:
-        """Renew the lease, send what Redis missed, clean up after dead nodes."""
+        """Hand a lease renewal to the worker when one is due: every third of the
+        lease, or once per RETRY_AFTER while Redis is failing (the probe)."""
         clock = self._clock()
-        out: list[Output] = []
-        # While Redis is failing, probe it once per RETRY_AFTER, not at every tick:
-        # a stalled Redis costs a socket timeout per probe.
-        if (clock < self._next_renew and not self.failed) or (self.failed and not self.up):
-            return out
-        self._next_renew = clock + self._renew_every
-        try:
-            renewal = self.engine.renew()
-        except Unavailable as exc:
-            self._went_down(exc)
-            return out
+        due = self.up if self.failed else clock >= self._next_renew
+        if due and not self._renewing:
+            self._next_renew = clock + self._renew_every
+            self._renewing = True
+            self.worker.submit(Renew())
+        return []
+
+    def _renewed(self, done: Renewed, out: list[Output]) -> None:
+        """A renewal came back: recover after a failure, notice a lost dataset or a
+        clean-up after this node, clean up after dead nodes."""
+        self._renewing = False
+        if done.renewal is None:
+            self._went_down(Unavailable(done.failure or "renewal failed"))
+            return
+        renewal: Renewal = done.renewal
+        self.engine.epoch = done.epoch
+        clock = self._clock()
+        now = time.time()
         if self.failed:
             log.info("Redis is back")
             self.failed = False
@@ -373,7 +377,7 @@ class ClusterNode:
             # The other nodes' leases lapsed too while Redis was away: give them a
             # whole lease to renew before any of them counts as dead.
             self._next_reap = clock + self.engine.lease_ms / 1000
-            self._resubscribe(out)
+            self.relay.resubscribe(out)
         if renewal.epoch_changed:
             # Redis lost its data: every session here registers again, as after a
             # broker restart; what was pending belongs to the lost epoch.
@@ -390,8 +394,8 @@ class ClusterNode:
             )
             self.store.epoch = self.engine.epoch
             out.extend(self.core.shutdown(now))
-            self.last.clear()
-            return out
+            self.relay.last.clear()
+            return
         if renewal.lapsed:
             log.warning("this node's lease had lapsed; renewed before anyone cleaned up")
         if clock >= self._next_reap:
@@ -399,36 +403,13 @@ class ClusterNode:
             try:
                 for dead in self.engine.dead_nodes():
                     self._reap(dead)
-            except Unavailable as exc:
+            except (Unavailable, ProtocolError) as exc:
                 self._went_down(exc)
-        return out
-
-    def _resubscribe(self, out: list[Output]) -> None:
-        # The subscription connection may have been lost: subscribe again and fill
-        # what was published meanwhile from the shared history.
-        rooms = sorted(self.subscribed)
-        try:
-            self.engine.resubscribe(rooms)
-        except Unavailable as exc:
-            self._went_down(exc)
-            return
-        for room in rooms:
-            last = self.last.get(room)
-            if last is None:
-                continue
-            try:
-                page = self.engine.fetch(room, last, None, self.engine.history)
-            except Unavailable as exc:
-                self._went_down(exc)
-                return
-            topic = room_topic(room)
-            out.extend(Publish(topic + envelope) for envelope in page.envelopes)
-            self.last[room] = max(last, page.top)
 
     def _flush_pending(self) -> None:
         try:
             while self.pending:
-                self.engine.append(self.pending[:100])
+                self._append_now(self.pending[:100])
                 del self.pending[:100]
             while self.pending_releases:
                 nick_key, resume = self.pending_releases[0]
@@ -444,23 +425,21 @@ class ClusterNode:
         def make_leave(room: str, nick: str) -> bytes:
             return keys.envelope_head(Left(room, nick, str(LeaveReason.TIMEOUT), now, 0).to_wire())
 
-        done = self.call(self.engine.reap, dead, make_leave)
+        def reap() -> list[Appended]:
+            if not self.worker.wait_idle(self.engine.timeout):
+                raise Unavailable("Redis is slow: say batches still waiting")
+            return self.engine.reap(dead, make_leave)
+
+        done = self.call(reap)
         if done:
             log.info("node %s is gone: %d leaves published for it", dead, len(done))
 
     def close(self) -> None:
         """After the core's farewells: leave the cluster cleanly (nothing to reap)."""
         self._flush_pending()
+        self.worker.close()
         try:
             self.engine.leave_cluster()
         except Unavailable as exc:
             log.warning("could not leave the cluster cleanly: %s", exc)
         self.engine.close()
-
-
-def _topic_of(envelope: bytes) -> str:
-    try:
-        text = unpack(envelope).get("text")
-    except ProtocolError:
-        return ""
-    return text if isinstance(text, str) else ""

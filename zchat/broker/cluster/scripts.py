@@ -89,11 +89,14 @@ end
 return 0
 """
 
-#: Publish a direct message on the channel of the node that holds the recipient.
-#: KEYS: nick key. ARGV: payload. Returns the node, or false for no such nick.
+#: Publish a direct message on the channel of the node holding the recipient, if
+#: that node still holds its lease. Keyed on the lease, in the node's hash slot: on
+#: a Redis Cluster it runs on the shard its subscription connection is on (redis-py
+#: connects a cluster subscription to the shard of its first channel, the node's
+#: own), so PUBLISH counts that node's subscription.
+#: KEYS: the node's lease. ARGV: channel, payload. Returns the subscriptions
+#: reached (0: the node's connection is gone), or -1: its lease is gone.
 DIRECT: Final = r"""
-local node = redis.call('HGET', KEYS[1], 'node')
-if not node then return false end
-redis.call('PUBLISH', 'zc:{node:' .. node .. '}:dm', ARGV[1])
-return node
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
