@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import ANY_PORT, BrokerThread, ZchatProcess
-from helpers import start_broker, wait_for, wait_for_line
+from helpers import start_broker, until, wait_for, wait_for_line
 from prometheus_client import generate_latest
 from rich.console import Console
 
@@ -224,19 +224,28 @@ async def test_broker_serves_metrics_and_json_logs(
     broker = server.proc
     line = wait_for_line(broker.stderr_lines, r"metrics at http://127\.0\.0\.1:\d+/metrics")
     url = json.loads(line)["message"].removeprefix("metrics at ")
+    scraped: list[str] = []
+
+    def batches_timed() -> bool:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            scraped.append(response.read().decode())
+        lines = scraped[-1].splitlines()
+        count = next(s for s in lines if s.startswith("zchat_batch_seconds_count"))
+        return float(count.split()[1]) >= 1
+
     async with Client("ann", router=server.router, pub=server.pub) as ann:
         await ann.say("hello")
         await wait_for(ann, Message, nick="ann")
-        with urllib.request.urlopen(url, timeout=5) as response:
-            assert response.status == 200
-            text = response.read().decode()
+        # At least one drained batch is timed. A batch is timed when its drain ends, after
+        # its outputs went out (a loaded machine may drain everything in one): the message
+        # can arrive before that, so read again until it is counted.
+        await until(batches_timed, what="a timed batch")
+    text = scraped[-1]
     assert "zchat_sessions 1.0" in text
     assert "zchat_messages_total 1.0" in text
     assert "zchat_registrations_total 1.0" in text
     assert 'zchat_batch_seconds_bucket{le="+Inf"}' in text
-    count = next(line for line in text.splitlines() if line.startswith("zchat_batch_seconds_count"))
-    # At least one drained batch was timed (a loaded machine may drain everything at once).
-    assert float(count.split()[1]) >= 1
     broker.signal(signal.SIGTERM)
     assert broker.wait() == 0
     wait_for_line(broker.stderr_lines, "broker stopped")
