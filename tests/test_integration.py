@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import zmq
@@ -408,3 +411,55 @@ async def test_a_client_notices_a_killed_broker_at_once(
         broker.proc.wait()
         status = await wait_for(robin, Status, lambda s: s.state == "reconnecting", timeout=5)
         assert "closed the connection" in status.text
+
+
+_CLOSE_AS_THE_BROKER_STOPS = """
+import asyncio, re, signal, subprocess, sys
+from zchat import Client
+
+async def once(delay: float) -> None:
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "zchat", "broker",
+         "--router", "tcp://127.0.0.1:0", "--pub", "tcp://127.0.0.1:0"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert broker.stderr is not None
+    for line in broker.stderr:
+        found = re.search(r"router (\\S+), pub (\\S+),", line)
+        if found:
+            break
+    else:
+        raise SystemExit("the broker did not start")
+    router, pub = found.groups()
+    client = Client("Alfred", router=router, pub=pub)
+    await client.connect()
+    broker.send_signal(signal.SIGTERM)
+    await asyncio.sleep(delay)
+    await client.close()
+    broker.wait()
+
+async def main() -> None:
+    for n in range(12):
+        await once((n % 6) * 0.002)
+    print("closed")
+
+asyncio.run(main())
+"""
+
+
+def test_a_client_closes_while_its_broker_stops(tmp_path: Path) -> None:
+    """Regression: a bot SIGTERMed together with its broker (a shell's process group)
+    hung for ever in close(): libzmq blocked stopping the DEALER's monitor after the
+    monitor's PAIR had been closed. The race needs a few rounds to show (it hung
+    within 3 of 30 before the fix); in a process of its own, so a hang fails the test
+    instead of stopping the run."""
+    script = tmp_path / "close.py"
+    script.write_text(_CLOSE_AS_THE_BROKER_STOPS)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=40
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("Client.close() hung while its broker stopped")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "closed"

@@ -73,6 +73,8 @@ class Link:
         # Again at once, where the asyncio socket would hide it in a future.
         self._sender: zmq.Socket[bytes] | None = None
         self._sub: zmq.asyncio.Socket | None = None
+        #: The DEALER's disconnect monitor, from registration until it fires or we stop.
+        self._monitor: zmq.asyncio.Socket | None = None
         # Unique across restarts of this program too: the broker dedupes by (nick, id).
         prefix = secrets.token_hex(3)
         self._ids = (f"{prefix}-{n}" for n in itertools.count(1))
@@ -141,8 +143,8 @@ class Link:
         """Once registered: a closed connection (a killed broker) is noticed at once,
         not after three silent heartbeats."""
         assert self._dealer is not None
-        monitor = self._dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        task = asyncio.create_task(self._read_monitor(monitor), name="zchat-monitor")
+        self._monitor = self._dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        task = asyncio.create_task(self._read_monitor(self._monitor), name="zchat-monitor")
         task.add_done_callback(self._task_done)
         self._readers.append(task)
 
@@ -150,8 +152,20 @@ class Link:
         try:
             await monitor.recv_multipart()
         finally:
-            monitor.close(0)
+            self._stop_monitor()
         self._on_disconnected()
+
+    def _stop_monitor(self) -> None:
+        # Disabled while its reading end is still open: libzmq then sends a stop
+        # notice to that PAIR, and a notice to a closed PAIR blocks for ever (a bot
+        # killed together with its broker hung in close()).
+        if self._monitor is None:
+            return
+        if self._dealer is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._dealer.disable_monitor()
+        self._monitor.close(0)
+        self._monitor = None
 
     async def _stop_sockets(self) -> None:
         readers, self._readers = self._readers, []
@@ -160,9 +174,8 @@ class Link:
         # gather, not a suppressed await per task: a cancellation of the caller itself
         # (close() during a recovery) must not be swallowed with the readers' own.
         await asyncio.gather(*readers, return_exceptions=True)
-        if self._dealer is not None:
-            with contextlib.suppress(zmq.ZMQError):
-                self._dealer.disable_monitor()
+        # A reader cancelled before it first ran never reached its finally.
+        self._stop_monitor()
         for sock in (self._dealer, self._sub):
             if sock is not None:
                 sock.close(0)
