@@ -12,18 +12,16 @@ pass/fail checks; docs/security.md has the figures.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import zmq
 
+from benchmarks.common import run_scenarios
 from benchmarks.faults import BrokerProc, rss_mib, spread
 from zchat.protocol import pack, unpack
 
@@ -269,19 +267,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks")
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
-    parser.add_argument("--long", action="store_true", help="the sizes the issue reports")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    results: dict[str, Any] = {"long": args.long}
-    for name in args.scenarios or list(SCENARIOS):
-        started = time.monotonic()
-        results[name] = SCENARIOS[name](args.long)
-        results[name]["wall_s"] = round(time.monotonic() - started, 1)
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    run_scenarios("python -m benchmarks.attacks", SCENARIOS, "the sizes the issue reports")
 
 
 if __name__ == "__main__":

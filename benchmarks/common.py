@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import platform
@@ -11,9 +13,10 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -224,3 +227,26 @@ def start_broker(
 def until(deadline: float) -> float:
     """Seconds left before ``deadline`` (monotonic), never negative."""
     return max(0.0, deadline - time.monotonic())
+
+
+def run_scenarios(
+    prog: str,
+    scenarios: Mapping[str, Callable[[bool], dict[str, Any]]],
+    long_help: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """The command line of a scenario suite (faults, attacks): run the named scenarios,
+    or all, print each one's figures as a JSON line, and write them all with --json."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("scenarios", nargs="*", choices=[*scenarios, []], default=[])
+    parser.add_argument("--long", action="store_true", help=long_help)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"long": args.long}
+    for name in args.scenarios or list(scenarios):
+        started = time.monotonic()
+        results[name] = scenarios[name](args.long)
+        results[name]["wall_s"] = round(time.monotonic() - started, 1)
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")

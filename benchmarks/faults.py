@@ -14,7 +14,6 @@ versions run in CI as tests/test_faults.py; docs/reliability.md has the figures.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -38,6 +37,7 @@ from typing import Any
 import zmq
 import zmq.auth
 
+from benchmarks.common import run_scenarios
 from zchat import Client, CurveKeys, Message
 from zchat.broker.state import BrokerConfig
 from zchat.client.probe import Probe
@@ -727,19 +727,7 @@ def main() -> None:
         router, pub, prefix, count, hb, say_every = sys.argv[2:8]
         worker(router, pub, prefix, int(count), float(hb), float(say_every))
         return
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.faults")
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
-    parser.add_argument("--long", action="store_true", help="nightly sizes")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    results: dict[str, Any] = {"long": args.long}
-    for name in args.scenarios or list(SCENARIOS):
-        started = time.monotonic()
-        results[name] = SCENARIOS[name](args.long)
-        results[name]["wall_s"] = round(time.monotonic() - started, 1)
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    run_scenarios("python -m benchmarks.faults", SCENARIOS, "nightly sizes")
 
 
 if __name__ == "__main__":

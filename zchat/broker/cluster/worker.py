@@ -122,11 +122,11 @@ class Worker:
             job = self._jobs.popleft()
             if isinstance(job, Says):
                 # What else waits goes in the same round trip, in order.
-                batch = job.batch
+                batch = list(job.batch)
                 while self._jobs and isinstance(self._jobs[0], Says) and len(batch) < MAX_PIPELINE:
                     following = self._jobs.popleft()
                     assert isinstance(following, Says)
-                    batch = batch + following.batch
+                    batch.extend(following.batch)
                 job = Says(batch)
             self._busy = job is not None
             return job
