@@ -320,6 +320,37 @@ def deliveries(subscribers: int, n: int) -> dict[str, Any]:
     }
 
 
+def stall_probe(conn: Connection, seconds: float) -> None:
+    """Count the machine's slow windows: the same small piece of work every 3 ms
+    (about 5% of a core), timed in CPU time; a window is a run of pieces that took
+    over 3x the median (on the VMs this was measured on, every 1-2 s the whole
+    machine ran about 13x slower for 50-100 ms: docs/benchmarks.md)."""
+
+    def piece() -> None:
+        total = 0
+        for i in range(2000):
+            total += i * i
+
+    conn.send("ready")
+    conn.recv()
+    start = time.perf_counter()
+    took: list[tuple[float, float]] = []
+    while (now := time.perf_counter()) - start < seconds:
+        cpu = time.thread_time()
+        piece()
+        took.append((now - start, time.thread_time() - cpu))
+        time.sleep(0.003)
+    median = sorted(t for _, t in took)[len(took) // 2] if took else 0.0
+    windows: list[list[float]] = []
+    for at, t in took:
+        if t > 3 * median:
+            if windows and at - windows[-1][1] < 0.03:
+                windows[-1][1] = at
+            else:
+                windows.append([at, at])
+    conn.send(len(windows))
+
+
 def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
     with cluster(2 if clustered else 1, with_redis=clustered) as started:
         receiving = started[1] if clustered else started[0]
@@ -328,10 +359,14 @@ def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
         _expect(recv_conn)
         send_proc, send_conn = _spawn(timed_sender, started[0].router, rate, seconds)
         _expect(send_conn)
+        probe_proc, probe_conn = _spawn(stall_probe, seconds)
+        _expect(probe_conn)
+        probe_conn.send("go")
         send_conn.send("go")
         _expect(send_conn, 120)
         rtts = sorted(_expect(recv_conn, 120))
-        for proc in (recv_proc, send_proc):
+        windows = _expect(probe_conn, 120)
+        for proc in (recv_proc, send_proc, probe_proc):
             proc.join(10)
     return {
         "cluster": clustered,
@@ -339,6 +374,7 @@ def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
         "sent": count,
         "p50_ms": percentile(rtts, 50),
         "p99_ms": percentile(rtts, 99),
+        "slow_windows": windows,
     }
 
 
@@ -380,7 +416,8 @@ def table(results: dict[str, Any]) -> str:
         what = "cluster (A to B)" if clustered else "single broker"
         lines.append(
             f"| round trip at 1,000 msg/s, {what} | p50 {r['p50_ms']:.2f} ms, "
-            f"p99 {r['p99_ms']:.2f} ms ({r['received']}/{r['sent']}) |"
+            f"p99 {r['p99_ms']:.2f} ms ({r['received']}/{r['sent']}; "
+            f"slow windows {r['slow_windows']}) |"
         )
     if True in rt and False in rt and rt[False]["p99_ms"] > 0:
         ratio = rt[True]["p99_ms"] / rt[False]["p99_ms"]

@@ -356,7 +356,8 @@ def cluster_markdown(results: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| round trip at {int(rate):,} msg/s, {what}, ms | p50 "
                 f"{_span(entry.get('p50_ms'))}, p99 {_span(entry.get('p99_ms'))} "
-                f"({entry.get('received', 0):,}/{entry.get('sent', 0):,} received) | |"
+                f"({entry.get('received', 0):,}/{entry.get('sent', 0):,} received; "
+                f"slow windows per run: {_windows(entry)}) | |"
             )
     for pct in ("p50_ms", "p99_ms"):
         for rate, ratio in ratios.get(f"cluster_rtt_{pct}_vs_single", {}).items():
@@ -365,6 +366,12 @@ def cluster_markdown(results: dict[str, Any]) -> list[str]:
                 f"| {_span(ratio)} | |"
             )
     return lines
+
+
+def _windows(entry: dict[str, Any]) -> str:
+    """The machine's slow windows the probe saw, run by run (benchmarks.cluster.stall_probe)."""
+    seen = entry.get("slow_windows") or []
+    return ", ".join("?" if n is None else str(n) for n in seen) or "-"
 
 
 def plots(results: dict[str, Any], docs: Path) -> list[Path]:

@@ -402,6 +402,7 @@ def _cluster_entry(entry: dict[str, Any], good: list[dict[str, Any]]) -> dict[st
     if good and "received" in good[0]:
         entry["received"] = sum(r["received"] for r in good)
         entry["sent"] = sum(r["sent"] for r in good)
+        entry["slow_windows"] = [r.get("slow_windows") for r in good]
     if good and "delivered" in good[0]:
         entry["delivered"] = sum(r["delivered"] for r in good)
         entry["expected"] = sum(r["expected"] for r in good)

@@ -8,6 +8,7 @@ port is picked first and bound later, so no other process can take it between.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import zmq
-from redis_servers import RedisCluster, RedisProcess, Server
+from redis_servers import RedisCluster, RedisProcess, Server, flush
 
 from zchat.broker.adapter import Broker
+from zchat.broker.cluster.engine import Engine, connect
 from zchat.broker.core import BrokerCore
 from zchat.broker.state import BrokerConfig
 from zchat.broker.store import Store
@@ -293,3 +296,21 @@ def server(
     started: Server = RedisProcess(workdir) if request.param == "single" else RedisCluster(workdir)
     yield started
     started.kill()
+
+
+@pytest.fixture
+def make_engine(server: Server) -> Iterator[Callable[..., Engine]]:
+    """Cluster engines (node ids given) on an emptied ``server``; closed afterwards."""
+    flush(server)
+    made: list[Engine] = []
+
+    def make(node: str, **options: Any) -> Engine:
+        engine = Engine(connect(server.url), node, **options)
+        engine.start()
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        with contextlib.suppress(redis.RedisError):
+            engine.close()

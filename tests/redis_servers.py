@@ -176,6 +176,16 @@ def _dir(path: Path) -> Path:
 Server = RedisProcess | RedisCluster
 
 
+def flush(server: Server) -> None:
+    """Empty every node of ``server``: data and scripts."""
+    ports = [n.port for n in server.nodes] if isinstance(server, RedisCluster) else [server.port]
+    for port in ports:
+        client = redis.Redis(port=port)
+        client.flushall()
+        client.script_flush()
+        client.close()
+
+
 #: For a test module that needs Redis: skipped only where redis-server is not installed
 #: (CI installs it).
 needs_redis = pytest.mark.skipif(

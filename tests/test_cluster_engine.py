@@ -4,15 +4,12 @@ after a dead node. Skipped only where redis-server is not installed."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import msgpack
 import pytest
-import redis
-from redis_servers import RedisCluster, Server, needs_redis
+from redis_servers import Server, flush, needs_redis
 
 from zchat.broker.cluster import keys
 from zchat.broker.cluster.engine import (
@@ -23,38 +20,11 @@ from zchat.broker.cluster.engine import (
     RoomDelivery,
     Sent,
     Unavailable,
-    connect,
     member_value,
 )
 from zchat.protocol.events import Left, Message
 
 pytestmark = needs_redis
-
-
-def _flush(server: Server) -> None:
-    ports = [n.port for n in server.nodes] if isinstance(server, RedisCluster) else [server.port]
-    for port in ports:
-        client = redis.Redis(port=port)
-        client.flushall()
-        client.script_flush()
-        client.close()
-
-
-@pytest.fixture
-def make_engine(server: Server) -> Iterator[Callable[..., Engine]]:
-    _flush(server)
-    made: list[Engine] = []
-
-    def make(node: str, **options: Any) -> Engine:
-        engine = Engine(connect(server.url), node, **options)
-        engine.start()
-        made.append(engine)
-        return engine
-
-    yield make
-    for engine in made:
-        with contextlib.suppress(redis.RedisError):
-            engine.close()
 
 
 def say(room: str, nick: str, text: str, say_id: str | None = None) -> Append:
@@ -317,7 +287,7 @@ def test_a_lapsed_lease_and_a_lost_dataset_are_reported(
     assert b.reap("a", leave_head) == []
     assert a.client.hexists(keys.node_sessions("a"), "ann")
     assert a.renew().reaped is False
-    _flush(server)
+    flush(server)
     assert a.renew() == Renewal(epoch_changed=True, lapsed=True, reaped=True)
     assert a.epoch != epoch
     (first,) = a.append([say("lobby", "ann", "new epoch")])

@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import zmq
 import zmq.backend
@@ -56,15 +56,17 @@ class Cluster(Shared, Protocol):
 
     def bind(self, core: BrokerCore) -> None: ...
 
-    def fds(self) -> tuple[int, ...]:
-        """File descriptors that become readable when :meth:`ready` has work."""
+    def polls(self) -> tuple[tuple[int, int], ...]:
+        """(fd, events) to poll, events as zmq.POLLIN / zmq.POLLOUT: when one is
+        ready, :meth:`ready` has work."""
 
     @property
     def more(self) -> bool:
         """:meth:`ready` has work that no descriptor shows: poll without sleeping."""
 
-    def ready(self) -> list[Output]:
-        """What arrived from Redis and the other brokers, to send; never blocks for long."""
+    def ready(self, events: Mapping[Any, int]) -> list[Output]:
+        """What arrived from Redis and the other brokers, to send; never blocks for long.
+        ``events``: what the poller reported (socket or fd -> events)."""
 
     def flush(self) -> list[Output]:
         """Send the says gathered since the last call to the shared store."""
@@ -170,18 +172,19 @@ class Broker:
         next_tick = self._clock() + interval
         caught_up = self._clock()
         cluster = self.cluster
-        cluster_fds: tuple[int, ...] = ()
+        cluster_polls: tuple[tuple[int, int], ...] = ()
         while not self._stop.is_set():
             wait = min(max(next_tick - self._clock(), 0.0), _MAX_POLL)
             if cluster is not None:
-                # The cluster's connection can change (Redis came back): poll the current one.
-                fds = cluster.fds()
-                if fds != cluster_fds:
-                    for fd in cluster_fds:
+                # The cluster's connections change (Redis came back), and so does what
+                # they wait for (writable while a pipeline is only partly written).
+                polls = cluster.polls()
+                if polls != cluster_polls:
+                    for fd, _ in cluster_polls:
                         poller.unregister(fd)
-                    for fd in fds:
-                        poller.register(fd, zmq.POLLIN)
-                    cluster_fds = fds
+                    for fd, events in polls:
+                        poller.register(fd, events)
+                    cluster_polls = polls
                 if cluster.more:
                     wait = 0.0
             ready = dict(poller.poll(int(wait * 1000)))
@@ -199,7 +202,7 @@ class Broker:
             if self._monitor in ready:
                 self._read_monitor()
             if cluster is not None:
-                self._send(cluster.ready())
+                self._send(cluster.ready(ready))
                 self._send(cluster.flush())
             now = self._clock()
             if now >= next_tick:

@@ -129,7 +129,7 @@ def join_cluster(url: str, config: BrokerConfig, node_id: str | None = None) -> 
         from zchat.broker.cluster.node import ClusterNode
     except ImportError as exc:
         raise StartError(
-            f"cluster mode needs redis-py: pip install 'zchat-zmq[cluster]' ({exc})"
+            f"cluster mode needs redis-py and hiredis: pip install 'zchat-zmq[cluster]' ({exc})"
         ) from None
     host = re.sub(r"[^A-Za-z0-9_.-]", "", socket.gethostname())[:40] or "node"
     node = node_id or f"{host}-{os.getpid()}-{secrets.token_hex(2)}"

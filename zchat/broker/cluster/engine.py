@@ -10,7 +10,7 @@ with a typed error instead of acknowledging something that was not stored.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -26,6 +26,7 @@ from redis.retry import Retry
 from zchat.broker.cluster import keys, scripts
 from zchat.broker.cluster.leases import FAILURES as _FAILURES
 from zchat.broker.cluster.leases import Claim, Leases, Renewal
+from zchat.broker.cluster.link import server_of
 from zchat.broker.cluster.records import (
     Append,
     Appended,
@@ -38,6 +39,7 @@ from zchat.broker.cluster.records import (
     Unavailable,
     member_value,
 )
+from zchat.broker.cluster.subscriber import Subscriber
 
 __all__ = [
     "TIMEOUT",
@@ -66,6 +68,16 @@ _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Longest wait for one Redis reply: what a rare command (join, who, history...)
 #: can cost the broker's loop when Redis stalls, once per ``RETRY_AFTER``.
 TIMEOUT = 0.5
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def appended(reply: Any) -> Appended:
+    """The append script's reply: ``[status, seq, epoch]``."""
+    status, seq, room_epoch = reply
+    return Appended(status.decode(), int(seq), room_epoch.decode())
 
 
 def connect(url: str, *, timeout: float = TIMEOUT) -> Client:
@@ -115,43 +127,28 @@ class Engine(Leases):
         self.history = history
         self.lease_ms = int(lease * 1000)
         self.say_ttl_ms = int(say_ttl * 1000)
-        self._sources = {
+        #: The scripts by name; Redis names each by the SHA-1 of its source.
+        self.scripts = {
             "append": scripts.APPEND,
             "claim": scripts.CLAIM_NICK,
             "release": scripts.RELEASE_NICK,
             "direct": scripts.DIRECT,
         }
-        self._sha: dict[str, str] = {}
-        self._pubsub: Any = None
+        self._sha = {name: _sha1(code) for name, code in self.scripts.items()}
+        self._subscription: Subscriber | None = None
         self._channels: set[str] = set()
-        self._early: list[dict[str, Any]] = []
         self.epoch = ""
-
-    def twin(self) -> Engine:
-        """Another engine for this node on the same client, for another thread (an
-        engine is not thread-safe; redis-py's clients are)."""
-        twin = Engine(
-            self.client,
-            self.node,
-            history=self.history,
-            lease=self.lease_ms / 1000,
-            say_ttl=self.say_ttl_ms / 1000,
-        )
-        twin.epoch = self.epoch
-        return twin
 
     # ------------------------------------------------------------ plumbing
 
     def _load(self) -> None:
         # On a Redis Cluster, SCRIPT LOAD goes to every primary.
-        for name, source in self._sources.items():
-            self._sha[name] = str(self.client.script_load(source))
+        for source in self.scripts.values():
+            self.client.script_load(source)
 
     def _run(self, fill: Callable[[Any], None]) -> list[Any]:
         """One pipeline round trip; scripts are (re)loaded if Redis lost them."""
         try:
-            if not self._sha:
-                self._load()
             for attempt in (1, 2):
                 pipe = self.client.pipeline(transaction=False)
                 fill(pipe)
@@ -183,27 +180,35 @@ class Engine(Leases):
 
         def fill(pipe: Any) -> None:
             for a in batch:
-                meta, hist, members = keys.room_keys(a.room)
-                said = keys.said_key(a.room, a.member, a.say_id) if a.say_id else meta
-                args = [
-                    a.head,
-                    epoch,
-                    self.history,
-                    a.op,
-                    a.member,
-                    a.value,
-                    self.say_ttl_ms,
-                    keys.room_channel(a.room),
-                    a.only_node,
-                    a.new_member,
-                    "1" if a.say_id else "",
-                ]
-                self._script(pipe, "append", [meta, hist, members, said], args)
+                pipe.execute_command(*self.append_command(a, epoch)[1])
 
-        return [
-            Appended(status.decode(), int(seq), room_epoch.decode())
-            for status, seq, room_epoch in self._run(fill)
-        ]
+        return [appended(reply) for reply in self._run(fill)]
+
+    def append_command(self, a: Append, epoch: str) -> tuple[str, tuple[Any, ...]]:
+        """The key that places ``a`` (a Redis Cluster's slot) and the command that appends it."""
+        meta, hist, members = keys.room_keys(a.room)
+        said = keys.said_key(a.room, a.member, a.say_id) if a.say_id else meta
+        command = (
+            "EVALSHA",
+            self._sha["append"],
+            4,
+            meta,
+            hist,
+            members,
+            said,
+            a.head,
+            epoch,
+            self.history,
+            a.op,
+            a.member,
+            a.value,
+            self.say_ttl_ms,
+            keys.room_channel(a.room),
+            a.only_node,
+            a.new_member,
+            "1" if a.say_id else "",
+        )
+        return meta, command
 
     def room(self, room: str) -> RoomState:
         meta, _, members = keys.room_keys(room)
@@ -255,92 +260,85 @@ class Engine(Leases):
 
     # ------------------------------------------------------------ subscriptions
 
-    def _subscriber(self) -> Any:
-        if self._pubsub is None:
-            self._pubsub = self.client.pubsub()
-            self._pubsub.subscribe(keys.node_channel(self.node))
-            self._await_confirmations(self._pubsub, {keys.node_channel(self.node)})
-        return self._pubsub
+    def _subscriber(self) -> Subscriber:
+        if self._subscription is None:
+            server = server_of(self.client)
+            host, port = server.address
+            if server.cluster:
+                # PUBLISH reaches every node of a Redis Cluster: any one will do; this
+                # is the one redis-py would pick.
+                node = self.client.get_node_from_key(keys.node_channel(self.node))
+                host, port = node.host, int(node.port)
+            subscription = Subscriber(host, port, auth=server.auth, timeout=self.timeout)
+            try:
+                subscription.subscribe([keys.node_channel(self.node)])
+            except Unavailable:
+                subscription.close()
+                raise
+            self._subscription = subscription
+        return self._subscription
 
     def subscribe(self, rooms: Sequence[str]) -> None:
         """Receive the rooms' events; returns once Redis confirmed the subscription,
         after which nothing published to them is missed."""
         wanted = {keys.room_channel(r) for r in rooms} - self._channels
         try:
-            pubsub = self._subscriber()
-            if wanted:
-                pubsub.subscribe(*wanted)
-                self._channels.update(wanted)
-                self._await_confirmations(pubsub, set(wanted))
+            subscription = self._subscriber()
+            subscription.subscribe(wanted)
         except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
-
-    def _await_confirmations(self, pubsub: Any, channels: set[str]) -> None:
-        # Messages that arrive before the last confirmation are kept, in order.
-        while channels:
-            message = pubsub.get_message(timeout=self.lease_ms / 1000)
-            if message is None:
-                raise Unavailable("no subscription confirmation from Redis")
-            if message["type"] == "subscribe":
-                channels.discard(message["channel"].decode())
-            elif message["type"] == "message":
-                self._early.append(message)
+        self._channels.update(wanted)
 
     def resubscribe(self, rooms: Sequence[str]) -> None:
         """A fresh subscription connection (after Redis was away), to ``rooms``."""
-        if self._pubsub is not None:
+        if self._subscription is not None:
             # The old connection is likely broken already: that is why we are here.
-            with contextlib.suppress(*_FAILURES):
-                self._pubsub.close()
-        self._pubsub = None
+            self._subscription.close()
+        self._subscription = None
         self._channels.clear()
-        self._early.clear()
         self.subscribe(rooms)
 
     def fileno(self) -> int | None:
         """The subscription connection's socket, to poll beside the broker's own."""
         try:
-            pubsub = self._subscriber()
+            return self._subscriber().fileno()
         except _FAILURES as exc:
             raise Unavailable(str(exc)) from None
-        sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
-        return sock.fileno() if sock is not None else None
 
     def unsubscribe(self, rooms: Sequence[str]) -> None:
         channels = [keys.room_channel(r) for r in rooms if keys.room_channel(r) in self._channels]
-        if not channels or self._pubsub is None:
+        if not channels or self._subscription is None:
             return
-        try:
-            self._pubsub.unsubscribe(*channels)
-        except _FAILURES as exc:
-            raise Unavailable(str(exc)) from None
+        self._subscription.unsubscribe(channels)
         self._channels.difference_update(channels)
+
+    @property
+    def buffered(self) -> bool:
+        """Deliveries were read (while a subscription was confirmed) and not handed out."""
+        return self._subscription is not None and self._subscription.buffered
 
     def deliveries(self, limit: int = 1000, timeout: float = 0.0) -> list[Delivery]:
         """What arrived from Redis for this node, in order; waits ``timeout`` for the first."""
         out: list[Delivery] = []
+        subscription = self._subscriber()
         try:
-            pubsub = self._subscriber()
-            while len(out) < limit:
-                if self._early:
-                    message = self._early.pop(0)
-                else:
-                    message = pubsub.get_message(timeout=timeout if not out else 0.0)
-                if message is None:
-                    break
-                if message.get("type") != "message":
-                    continue
-                delivery = _parse(message["channel"], message["data"])
-                if delivery is not None:
-                    out.append(delivery)
-        except _FAILURES as exc:
-            raise Unavailable(str(exc)) from None
+            messages = subscription.messages(limit, timeout)
+        except Unavailable:
+            # A new connection next time (it subscribes again to what it is told).
+            subscription.close()
+            self._subscription = None
+            self._channels.clear()
+            raise
+        for channel, data in messages:
+            delivery = _parse(channel, data)
+            if delivery is not None:
+                out.append(delivery)
         return out
 
     def close(self) -> None:
-        if self._pubsub is not None:
-            self._pubsub.close()
-            self._pubsub = None
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
         self.client.close()
 
 

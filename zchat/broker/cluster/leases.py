@@ -69,14 +69,29 @@ class Leases:
 
     def renew(self) -> Renewal:
         """Renew this node's lease (call at least every third of it) and read the epoch."""
-        fresh = secrets.token_hex(8)
+        fresh, commands = self.renewal_commands()
 
         def fill(pipe: Any) -> None:
-            pipe.set(keys.EPOCH, fresh, nx=True, get=True)
-            pipe.set(keys.node_lease(self.node), "1", px=self.lease_ms, get=True)
-            pipe.zadd(keys.NODES, {self.node: 0}, nx=True)
+            for _, command in commands:
+                # redis-py's SET callback passes the old value on (SET ... GET) only
+                # when told; the ZADD callback ignores the option.
+                pipe.execute_command(*command, get=True)
 
-        old_epoch, old_lease, added = self._run(fill)
+        return self.renewed(fresh, self._run(fill))
+
+    def renewal_commands(self) -> tuple[str, list[tuple[str, tuple[Any, ...]]]]:
+        """A renewal as (key, command) pairs, and the epoch it offers if Redis has none;
+        :meth:`renewed` reads the replies."""
+        fresh = secrets.token_hex(8)
+        lease = keys.node_lease(self.node)
+        return fresh, [
+            (keys.EPOCH, ("SET", keys.EPOCH, fresh, "NX", "GET")),
+            (lease, ("SET", lease, "1", "PX", self.lease_ms, "GET")),
+            (keys.NODES, ("ZADD", keys.NODES, "NX", 0, self.node)),
+        ]
+
+    def renewed(self, fresh: str, replies: Sequence[Any]) -> Renewal:
+        old_epoch, old_lease, added = replies
         epoch = old_epoch.decode() if isinstance(old_epoch, bytes) else fresh
         first = not self.epoch
         renewal = Renewal(

@@ -1,13 +1,13 @@
 """A broker as one node of a cluster: the :class:`~zchat.broker.shared.Shared` seam
 the core calls, backed by Redis, and what the socket adapter polls beside the
-ROUTER (the Redis worker's results, the subscription's deliveries).
+ROUTER (the replies to its says and renewals, the subscription's deliveries).
 
-Says go to Redis in one pipeline per drained batch, on the Redis worker thread
-(``worker.py``); their outcomes come back through the loop's poller. Lease
-renewals run there too. The rarer calls (join, who, history, nick, dm...) are
-made from the loop, each bounded by the client's socket timeout (``TIMEOUT``),
-after the worker has run what was handed to it before (so no room event
-overtakes a say). After a failure the node answers ``unavailable`` at once,
+Says go to Redis in one pipeline per drained batch, written without waiting
+(``links.py``); their outcomes are read when Redis answers, on a later turn of
+the loop. Lease renewals travel the same way. The rarer calls (join, who,
+history, nick, dm...) are made from the loop, each bounded by the client's socket
+timeout (``TIMEOUT``), once the says sent before them are answered (so no room
+event overtakes a say). After a failure the node answers ``unavailable`` at once,
 without touching Redis, until a renewal gets through (docs/cluster.md).
 """
 
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from zchat.broker.cluster import keys
 from zchat.broker.cluster.engine import Append, Appended, Engine, Renewal, Unavailable, member_value
+from zchat.broker.cluster.link import READ
+from zchat.broker.cluster.links import Links, Renewed, SaysDone
 from zchat.broker.cluster.relay import Relay
-from zchat.broker.cluster.worker import Renew, Renewed, Says, SaysDone, Worker
 from zchat.broker.shared import Said
 from zchat.broker.state import MAX_ROSTER, Output, Room, Session
 from zchat.broker.store import MemoryStore
@@ -86,10 +87,10 @@ class ClusterNode:
         self.store = ClusterStore(self, history)
         self._core: BrokerCore | None = None
         self.relay = Relay(engine, self._went_down)
-        self.worker = Worker(engine.twin())
-        #: Says handed to the worker and not answered yet.
+        self.links = Links(engine, clock=clock)
+        #: Says sent to Redis and not answered yet.
         self.waiting = 0
-        #: A renewal is with the worker.
+        #: A renewal was sent and not answered yet.
         self._renewing = False
         #: Leaves and nick changes Redis did not take, sent in order when it is back.
         self.pending: list[Append] = []
@@ -97,6 +98,8 @@ class ClusterNode:
         #: Says of the batch being drained, sent to Redis together by :meth:`flush`.
         self.batch: list[tuple[Said, Append]] = []
         self.down_until = 0.0
+        #: The subscription's socket, as last handed to the loop's poller.
+        self._sub_fd: int | None = None
         #: Redis failed since the last successful lease renewal.
         self.failed = False
         lease = engine.lease_ms / 1000
@@ -131,8 +134,8 @@ class ClusterNode:
             raise _refused() from None
 
     def _append_now(self, batch: Sequence[Append]) -> list[Appended]:
-        """Append from the loop, after the says handed to the worker before: one order."""
-        if not self.worker.wait_idle(self.engine.timeout):
+        """Append from the loop, after the says sent before are answered: one order."""
+        if not self.links.wait_idle(self.engine.timeout):
             raise Unavailable("Redis is slow: say batches still waiting")
         return self.engine.append(batch)
 
@@ -145,18 +148,24 @@ class ClusterNode:
     # ------------------------------------------------------------ Shared (the core calls)
 
     def say(self, session: Session, room: Room, message: Message) -> None:
-        if not self.up:
+        if self.failed:
+            # Until a renewal gets through: a say refused before (Redis failed or
+            # refused it) is not overtaken by a later one.
             raise _refused()
         if self.waiting + len(self.batch) >= MAX_WAITING:
             raise _refused("too many messages waiting for the cluster's store")
         said = Said(session.peer, session.resume, room.name, message.id)
-        self.batch.append((said, self._append_for(room, message)))
+        # The session's nick is folded already: folding it again per say cost more than
+        # everything else the loop does for one.
+        head = keys.envelope_head(message.to_wire())
+        append = Append(room.name, head, "say", member=session.nick_key, say_id=message.id)
+        self.batch.append((said, append))
 
     def flush(self) -> list[Output]:
-        """Hand the says gathered since the last call to the worker, as one batch."""
+        """Send the says gathered since the last call to Redis, as one batch."""
         if self.batch:
             self.waiting += len(self.batch)
-            self.worker.submit(Says(self.batch))
+            self.links.says(self.batch)
             self.batch = []
         return []
 
@@ -322,21 +331,23 @@ class ClusterNode:
 
     # ------------------------------------------------------------ side channel (the adapter)
 
-    def fds(self) -> tuple[int, ...]:
-        """What the adapter polls: the worker's wake-up socket and, while Redis is
-        up, the subscription's socket."""
-        sub = self.relay.fileno() if self.up else None
-        return (self.worker.fileno(),) if sub is None else (self.worker.fileno(), sub)
+    def polls(self) -> tuple[tuple[int, int], ...]:
+        """What the adapter polls, as (fd, events): the connections of says and
+        renewals and, while Redis is up, the subscription's socket."""
+        self._sub_fd = self.relay.fileno() if self.up else None
+        links = tuple(self.links.polls())
+        return links if self._sub_fd is None else (*links, (self._sub_fd, READ))
 
     @property
     def more(self) -> bool:
-        """Deliveries may wait unread in redis-py's buffer: poll without sleeping."""
-        return self.relay.more
+        """Deliveries wait, read already, that no descriptor shows: poll without sleeping."""
+        return self.relay.more or self.engine.buffered
 
-    def ready(self) -> list[Output]:
-        """The worker's results (answers to says, renewals), then what Redis delivered."""
+    def ready(self, events: Mapping[Any, int]) -> list[Output]:
+        """The answers to says and renewals, then what Redis delivered (``events``:
+        what the loop's poller reported, by fd)."""
         out: list[Output] = []
-        for done in self.worker.results():
+        for done in self.links.pump(events):
             if isinstance(done, SaysDone):
                 self.waiting -= len(done.outcomes)
                 if done.failure is not None:
@@ -344,19 +355,19 @@ class ClusterNode:
                 out += self.core.said(done.outcomes, time.time())
             else:
                 self._renewed(done, out)
-        if self.up:
+        if self.up and (self._sub_fd in events or self.more):
             out += self.relay.read(self.core)
         return out
 
     def tick(self, now: float) -> list[Output]:
-        """Hand a lease renewal to the worker when one is due: every third of the
+        """Send a lease renewal when one is due: every third of the
         lease, or once per RETRY_AFTER while Redis is failing (the probe)."""
         clock = self._clock()
         due = self.up if self.failed else clock >= self._next_renew
         if due and not self._renewing:
             self._next_renew = clock + self._renew_every
             self._renewing = True
-            self.worker.submit(Renew())
+            self.links.renew()
         return []
 
     def _renewed(self, done: Renewed, out: list[Output]) -> None:
@@ -367,7 +378,6 @@ class ClusterNode:
             self._went_down(Unavailable(done.failure or "renewal failed"))
             return
         renewal: Renewal = done.renewal
-        self.engine.epoch = done.epoch
         clock = self._clock()
         now = time.time()
         if self.failed:
@@ -426,7 +436,7 @@ class ClusterNode:
             return keys.envelope_head(Left(room, nick, str(LeaveReason.TIMEOUT), now, 0).to_wire())
 
         def reap() -> list[Appended]:
-            if not self.worker.wait_idle(self.engine.timeout):
+            if not self.links.wait_idle(self.engine.timeout):
                 raise Unavailable("Redis is slow: say batches still waiting")
             return self.engine.reap(dead, make_leave)
 
@@ -437,7 +447,9 @@ class ClusterNode:
     def close(self) -> None:
         """After the core's farewells: leave the cluster cleanly (nothing to reap)."""
         self._flush_pending()
-        self.worker.close()
+        if not self.links.wait_idle(self.engine.timeout):
+            log.warning("stopping with says unanswered by Redis")
+        self.links.close()
         try:
             self.engine.leave_cluster()
         except Unavailable as exc:
