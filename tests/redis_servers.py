@@ -3,6 +3,8 @@ Redis Cluster, on free 127.0.0.1 ports, each waited for by what it prints or ans
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import signal
 import socket
@@ -18,20 +20,26 @@ REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 
 
+#: Where Redis ports are drawn from: below the kernel's ephemeral range (32768 and up),
+#: so that no socket bound to port 0 takes a stopped Redis's port before its restart.
+#: Runs side by side (CI runs the suite twice at once) get disjoint ranges from
+#: ZCHAT_TEST_REDIS_PORTS ("LOW-HIGH"): a killed Redis's port is never taken by the
+#: other run's. A cluster node's bus is its port + 10000, so HIGH stays under 22768.
+_PORTS = os.environ.get("ZCHAT_TEST_REDIS_PORTS", "10000-19999")
+
+
 def _free_port() -> int:
     # Redis cannot bind port 0 and report it: find a port whose cluster bus
     # (port + 10000) is free too; a lost race is retried by the caller.
+    low, high = (int(p) for p in _PORTS.split("-"))
     while True:
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as b:
-            try:
+        port = random.randint(low, high)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
+        except OSError:
+            continue
         return port
 
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import msgpack
 import pytest
-import redis
 import zmq
 from conftest import ANY_PORT, BrokerThread, ZchatProcess
 from helpers import HEARTBEAT, client_for, collect_until, start_broker, wait_for
-from redis_servers import RedisCluster, Server, needs_redis
+from redis_servers import Server, flush, needs_redis
 
 from zchat import Client
 from zchat.broker.adapter import Broker
@@ -32,11 +31,7 @@ pytestmark = needs_redis
 
 @pytest.fixture
 def redis_url(server: Server) -> str:
-    ports = [n.port for n in server.nodes] if isinstance(server, RedisCluster) else [server.port]
-    for port in ports:
-        client = redis.Redis(port=port)
-        client.flushall()
-        client.close()
+    flush(server)
     return server.url
 
 
