@@ -93,7 +93,8 @@ def compile_hot(root: Path, work: Path) -> dict[str, Path]:
     if not expected <= got:
         raise RuntimeError(f"mypyc built {sorted(got)}, not {sorted(expected)}")
     manifest = work / "_compiled.json"
-    modules = {_module(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in HOT}
+    # The copy that was compiled, not the checkout: a file saved meanwhile shows as changed.
+    modules = {_module(p): hashlib.sha256((source / p).read_bytes()).hexdigest() for p in HOT}
     manifest.write_text(json.dumps({"modules": modules}, indent=1) + "\n")
     built[MANIFEST] = manifest
     return built

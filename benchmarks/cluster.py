@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -320,35 +321,51 @@ def deliveries(subscribers: int, n: int) -> dict[str, Any]:
     }
 
 
-def stall_probe(conn: Connection, seconds: float) -> None:
-    """Count the machine's slow windows: the same small piece of work (about 30 us)
-    every 10 ms, under 1% of a core, timed in CPU time; a window is a run of pieces
-    that took over 3x the median (on the VMs this was measured on, every 1-2 s the
-    whole machine ran about 13x slower for 50-100 ms: docs/benchmarks.md)."""
+@dataclass(frozen=True)
+class SlowWindow:
+    #: Seconds from the start of the watch.
+    start: float
+    #: From its first slow piece to its last, milliseconds (0 for a single piece).
+    length_ms: float
+    #: The slowest piece's CPU time over the median piece's.
+    worst: float
+
+
+def slow_windows(seconds: float, period: float = 0.01) -> list[SlowWindow]:
+    """The machine's slow windows over ``seconds``: the same small piece of work (about
+    30 us) every ``period``, under 1% of a core at 10 ms, timed in CPU time; a window is
+    a run of pieces that took over 3x the median (docs/benchmarks.md, "Cluster mode")."""
 
     def piece() -> None:
         total = 0
         for i in range(400):
             total += i * i
 
-    conn.send("ready")
-    conn.recv()
     start = time.perf_counter()
     took: list[tuple[float, float]] = []
     while (now := time.perf_counter()) - start < seconds:
         cpu = time.thread_time()
         piece()
         took.append((now - start, time.thread_time() - cpu))
-        time.sleep(0.01)
+        time.sleep(period)
     median = sorted(t for _, t in took)[len(took) // 2] if took else 0.0
-    windows: list[list[float]] = []
+    runs: list[list[float]] = []  # [first, last, worst] of each window
     for at, t in took:
-        if t > 3 * median:
-            if windows and at - windows[-1][1] < 0.05:
-                windows[-1][1] = at
-            else:
-                windows.append([at, at])
-    conn.send(len(windows))
+        if t <= 3 * median:
+            continue
+        if runs and at - runs[-1][1] < 5 * period:
+            runs[-1][1] = at
+            runs[-1][2] = max(runs[-1][2], t)
+        else:
+            runs.append([at, at, t])
+    return [SlowWindow(a, (b - a) * 1000, t / median) for a, b, t in runs]
+
+
+def stall_probe(conn: Connection, seconds: float) -> None:
+    """Beside a measurement: how many slow windows the machine had meanwhile."""
+    conn.send("ready")
+    conn.recv()
+    conn.send(len(slow_windows(seconds)))
 
 
 def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
@@ -382,15 +399,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, a smoke run")
     parser.add_argument("--out", type=Path, help="JSON results file")
+    parser.add_argument(
+        "--windows",
+        type=float,
+        metavar="SECONDS",
+        help="only watch the machine's slow windows for this long, and list them",
+    )
     args = parser.parse_args(argv)
+    if args.windows is not None:
+        print(f"uptime at start: {_uptime()}")
+        found = slow_windows(args.windows)
+        for w in found:
+            print(f"at {w.start:6.2f} s: {w.length_ms:4.0f} ms, worst piece {w.worst:.1f}x median")
+        print(f"{len(found)} slow windows in {args.windows:g} s")
+        return 0
     if shutil.which("redis-server") is None:
         print("redis-server is not installed: nothing to measure")
         return 0
     n = 2_000 if args.quick else 30_000
     seconds = 2.0 if args.quick else 10.0
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
-    print(f"uptime at start: {uptime.strip()}")
-    results: dict[str, Any] = {"uptime": uptime.strip(), "quick": args.quick}
+    uptime = _uptime()
+    print(f"uptime at start: {uptime}")
+    results: dict[str, Any] = {"uptime": uptime, "quick": args.quick}
     results["inbound"] = [inbound(1, n, with_redis=False)] + [inbound(k, n) for k in (1, 2, 3)]
     results["deliveries"] = [deliveries(k, n // 10) for k in (10, 100)]
     results["round_trip"] = [round_trip(False, 1000, seconds), round_trip(True, 1000, seconds)]
@@ -398,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def table(results: dict[str, Any]) -> str:

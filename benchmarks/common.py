@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from zchat import native
 from zchat.broker.adapter import Broker
 from zchat.broker.state import BrokerConfig
 
@@ -202,7 +203,8 @@ def broker_worker(conn: Connection, heartbeat: float, max_clients: int, pub_hwm:
     raise_fd_limit(max_clients * 2 + 1024)
     config = BrokerConfig(heartbeat=heartbeat, rate_limit=0, max_clients=max_clients)
     broker = Broker(config, router=LOOPBACK, pub=LOOPBACK, pub_hwm=pub_hwm)
-    conn.send(("ready", broker.router_endpoint, broker.pub_endpoint))
+    # Which path this process runs, from zchat itself (its start line says the same).
+    conn.send(("ready", broker.router_endpoint, broker.pub_endpoint, bool(native.compiled())))
 
     def watch() -> None:
         wait_stop(conn, 24 * 3600)
@@ -216,11 +218,20 @@ def broker_worker(conn: Connection, heartbeat: float, max_clients: int, pub_hwm:
 
 
 def start_broker(
-    started: list[Worker], *, heartbeat: float = 1.0, max_clients: int = 1000, pub_hwm: int = 0
+    started: list[Worker],
+    *,
+    heartbeat: float = 1.0,
+    max_clients: int = 1000,
+    pub_hwm: int = 0,
+    compiled: bool | None = None,
 ) -> tuple[Worker, str, str]:
+    """A broker process; ``compiled``: the path it must run (BenchError if not)."""
     worker = spawn("broker", broker_worker, heartbeat, max_clients, pub_hwm)
     started.append(worker)
-    _, router, pub = expect(worker, "ready", 30)
+    _, router, pub, runs = expect(worker, "ready", 30)
+    if compiled is not None and runs != compiled:
+        path = "the compiled modules" if runs else "pure Python"
+        raise BenchError(f"the broker runs {path}, not the path it was started for")
     return worker, router, pub
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+import unittest.mock
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -186,8 +186,6 @@ class Setup:
     server_pid: int
     receiver: Callable[..., None]
     receiver_args: tuple[Any, ...]
-    #: For a zchat broker: whether it runs the compiled hot modules (seen in its memory map).
-    compiled: bool | None = None
 
 
 SetupFn = Callable[[list[Any], int], Setup]
@@ -201,38 +199,19 @@ def setup_pyzmq(started: list[Any], n: int) -> Setup:
     return Setup(source, source.pid, zmq_receiver, (endpoint,))
 
 
-def runs_compiled(pid: int) -> bool:
-    """Whether process ``pid`` has loaded zchat's compiled modules (their shared library)."""
-    maps = Path(f"/proc/{pid}/maps").read_text()
-    return any(line.rstrip().endswith(".so") and "hot__mypyc" in line for line in maps.split("\n"))
-
-
-@contextlib.contextmanager
-def pure_python() -> Iterator[None]:
-    """Processes spawned meanwhile run zchat's pure Python path (``ZCHAT_PURE=1``)."""
-    before = os.environ.get(native.PURE_ENV)
-    os.environ[native.PURE_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[native.PURE_ENV]
-        else:
-            os.environ[native.PURE_ENV] = before
-
-
 def setup_zchat(started: list[Any], n: int, *, pure: bool = False) -> Setup:
     say, _ = sample()
     # A long heartbeat: a sender idle while the subscribers catch up must not time out.
-    with pure_python() if pure else contextlib.nullcontext():
-        broker, router, pub = start_broker(started, heartbeat=60.0, pub_hwm=0)
-    compiled = runs_compiled(broker.pid)
-    if pure and compiled:
-        raise BenchError("the broker was to run pure Python but loaded the compiled modules")
+    # The pure broker is spawned with ZCHAT_PURE=1; either must run the path asked for.
+    pure_env = {native.PURE_ENV: "1"} if pure else {}
+    with unittest.mock.patch.dict(os.environ, pure_env):
+        broker, router, pub = start_broker(
+            started, heartbeat=60.0, pub_hwm=0, compiled=not pure and bool(native.compiled())
+        )
     source = spawn("sender", zchat_sender, router, say, n)
     started.append(source)
     expect(source, "ready", 30)
-    return Setup(source, broker.pid, zmq_receiver, (pub,), compiled)
+    return Setup(source, broker.pid, zmq_receiver, (pub,))
 
 
 def setup_zchat_pure(started: list[Any], n: int) -> Setup:
@@ -283,5 +262,4 @@ def run(setup: SetupFn, subscribers: int, n: int, quiet: float = QUIET) -> dict[
         "server_cpu_s": cpu,
         "server_us_per_delivery": cpu / delivered * 1e6 if delivered else None,
         "cpu_us_per_message": {role: seconds / n * 1e6 for role, seconds in used.items()},
-        **({} if s.compiled is None else {"compiled": s.compiled}),
     }

@@ -131,13 +131,12 @@ def tasks(plan: Plan, suites: set[str], notes: list[str]) -> list[Task]:
                 systems.append(peer)
             else:
                 notes.append(f"{peer} skipped: {why}")
-        for subs in sorted(set(plan.fanout_subs) | set(plan.peer_subs)):
+        subscribers = {"pyzmq": plan.fanout_subs, "zchat": plan.fanout_subs}
+        subscribers["zchat-pure"] = plan.pure_subs
+        for subs in sorted({*plan.fanout_subs, *plan.peer_subs, *plan.pure_subs}):
             n = messages(plan, subs)
             for system in systems:
-                wanted = {"pyzmq": plan.fanout_subs, "zchat": plan.fanout_subs}.get(
-                    system, plan.pure_subs if system == "zchat-pure" else plan.peer_subs
-                )
-                if subs not in wanted:
+                if subs not in subscribers.get(system, plan.peer_subs):
                     continue
                 setup = FANOUT_SETUPS[system]
                 found.append(

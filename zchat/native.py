@@ -12,9 +12,9 @@ instead of the compiled modules when
   files were edited: the stale compiled code would silently shadow the edit).
 
 The modules of one build call each other natively, so it is all of them or none.
-:func:`setup` runs when this module is imported, first thing in ``zchat/__init__.py``,
-before any of them is; :func:`describe` says which path runs (``zchat --version``,
-the broker's start line).
+The choice is made once, when this module is imported (first thing in
+``zchat/__init__.py``, before any of them is); :func:`describe` says which path runs
+(``zchat --version``, the broker's start line).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-#: Written by hatch_build.py: {"modules": {name: sha256 of its source}, "mypy": version}.
+#: Written by hatch_build.py: {"modules": {name: sha256 of the source it compiled}}.
 MANIFEST = Path(__file__).with_name("_compiled.json")
 #: Set (not to "0") to run the Python sources although compiled modules are installed.
 PURE_ENV = "ZCHAT_PURE"
@@ -56,8 +56,8 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
         for entry in path:
             source = os.path.join(entry, leaf)
             if os.path.isfile(source):
-                loader = importlib.machinery.SourceFileLoader(fullname, source)
-                return importlib.util.spec_from_file_location(fullname, source, loader=loader)
+                # A ``.py`` location gets the source loader.
+                return importlib.util.spec_from_file_location(fullname, source)
         return None
 
 
@@ -77,11 +77,9 @@ def _changed(modules: dict[str, str]) -> list[str]:
     return changed
 
 
-def setup() -> None:
-    """Decide the path once per process, before any compiled module is imported."""
+def _setup() -> None:
+    """Decide the path, before any compiled module is imported."""
     global _why_pure, _recorded
-    if _recorded or _why_pure is not None:
-        return
     try:
         manifest = json.loads(MANIFEST.read_text())
         _recorded = dict(manifest["modules"])
@@ -108,11 +106,11 @@ def compiled() -> tuple[str, ...]:
 
 
 def describe() -> str:
-    """One line: ``compiled (mypyc, 8 modules)`` or ``pure Python (why)``."""
+    """One line: ``compiled (mypyc, 7 modules)`` or ``pure Python (why)``."""
     modules = compiled()
     if modules:
         return f"compiled (mypyc, {len(modules)} modules)"
     return f"pure Python ({_why_pure or 'no compiled module found'})"
 
 
-setup()
+_setup()

@@ -26,7 +26,7 @@ from redis.retry import Retry
 from zchat.broker.cluster import keys, scripts
 from zchat.broker.cluster.leases import FAILURES as _FAILURES
 from zchat.broker.cluster.leases import Claim, Leases, Renewal
-from zchat.broker.cluster.link import server_of
+from zchat.broker.cluster.link import connection_options, server_of
 from zchat.broker.cluster.records import (
     Append,
     Appended,
@@ -122,8 +122,11 @@ class Engine(Leases):
         # the replies are checked where they are read instead.
         self.client: Any = client
         self.node = node
+        #: Where the node's own connections (says, subscription) go, and how.
+        self.server = server_of(client)
         #: The client's socket timeout: the longest one call waits.
-        self.timeout: float = _timeout_of(client)
+        timeout = connection_options(client).get("socket_timeout")
+        self.timeout = float(timeout) if timeout is not None else TIMEOUT
         self.history = history
         self.lease_ms = int(lease * 1000)
         self.say_ttl_ms = int(say_ttl * 1000)
@@ -262,7 +265,7 @@ class Engine(Leases):
 
     def _subscriber(self) -> Subscriber:
         if self._subscription is None:
-            server = server_of(self.client)
+            server = self.server
             host, port = server.address
             if server.cluster:
                 # PUBLISH reaches every node of a Redis Cluster: any one will do; this
@@ -340,15 +343,6 @@ class Engine(Leases):
             self._subscription.close()
             self._subscription = None
         self.client.close()
-
-
-def _timeout_of(client: Client) -> float:
-    if isinstance(client, redis.cluster.RedisCluster):
-        kwargs = client.nodes_manager.connection_kwargs
-    else:
-        kwargs = client.connection_pool.connection_kwargs
-    timeout = kwargs.get("socket_timeout")
-    return float(timeout) if timeout is not None else TIMEOUT
 
 
 def _parse(channel: bytes, data: bytes) -> Delivery | None:

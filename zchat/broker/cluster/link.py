@@ -29,7 +29,7 @@ import redis.cluster
 from zchat.broker.cluster.records import Unavailable
 
 #: Bytes read per recv.
-_CHUNK = 256 * 1024
+CHUNK = 256 * 1024
 
 #: What a link waits for, as the broker's loop polls it: the values of zmq.POLLIN and
 #: zmq.POLLOUT (select's differ: POLLOUT is 4 there).
@@ -50,17 +50,22 @@ class Server:
     db: int
 
 
+def connection_options(client: Any) -> dict[str, Any]:
+    """The options redis-py opens ``client``'s connections with (``redis.Redis`` or
+    ``redis.cluster.RedisCluster``)."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return dict(client.nodes_manager.connection_kwargs)
+    return dict(client.connection_pool.connection_kwargs)
+
+
 def server_of(client: Any) -> Server:
     """What ``client`` (a ``redis.Redis`` or ``redis.cluster.RedisCluster``) connects to."""
     cluster = isinstance(client, redis.cluster.RedisCluster)
-    if cluster:
-        options = client.nodes_manager.connection_kwargs
-        address = ("", 0)
-    else:
-        pool = client.connection_pool
-        if pool.connection_class is not redis.Connection:
+    options = connection_options(client)
+    address = ("", 0)
+    if not cluster:
+        if client.connection_pool.connection_class is not redis.Connection:
             raise ValueError("a cluster node reaches Redis over TCP: give redis://HOST:PORT/DB")
-        options = pool.connection_kwargs
         address = (str(options["host"]), int(options["port"]))
     password, username = options.get("password"), options.get("username")
     auth = None
@@ -165,7 +170,7 @@ class Link:
             return
         if not self._connected:
             if self._connect_error is None:
-                if not _writable(sock):
+                if not ready(sock, select.POLLOUT, 0.0):
                     return  # still connecting
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
@@ -192,7 +197,7 @@ class Link:
             return
         while True:
             try:
-                data = sock.recv(_CHUNK)
+                data = sock.recv(CHUNK)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -209,7 +214,7 @@ class Link:
             if refused is not None:
                 self.fail(f"Redis at {self.host}:{self.port} {refused}")
                 return
-            if len(data) < _CHUNK:
+            if len(data) < CHUNK:
                 return
 
     def check(self) -> None:
@@ -272,7 +277,9 @@ class Link:
         return None
 
 
-def _writable(sock: socket.socket) -> bool:
+def ready(sock: socket.socket, events: int, timeout: float) -> bool:
+    """Whether ``sock`` is ready for ``events`` (select.POLLIN/POLLOUT) within ``timeout``
+    seconds. poll, not select: a broker with thousands of clients has descriptors past 1024."""
     poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    return bool(poller.poll(0))
+    poller.register(sock, events)
+    return bool(poller.poll(timeout * 1000))

@@ -23,7 +23,7 @@ import hiredis
 
 from zchat.broker.cluster.engine import Engine, Renewal, Unavailable
 from zchat.broker.cluster.leases import FAILURES
-from zchat.broker.cluster.link import WRITE, Link, Replies, server_of
+from zchat.broker.cluster.link import WRITE, Link, Replies
 from zchat.broker.cluster.records import Append
 from zchat.broker.shared import Said
 from zchat.errors import ProtocolError
@@ -59,7 +59,7 @@ class Links:
     def __init__(self, engine: Engine, *, clock: Callable[[], float]) -> None:
         self.engine = engine
         self._clock = clock
-        self._server = server_of(engine.client)
+        self._server = engine.server
         self._cluster = self._server.cluster
         setup: list[tuple[Any, ...]] = []
         if self._server.auth is not None:

@@ -133,10 +133,15 @@ class ClusterNode:
             self._went_down(exc)
             raise _refused() from None
 
-    def _append_now(self, batch: Sequence[Append]) -> list[Appended]:
-        """Append from the loop, after the says sent before are answered: one order."""
+    def _after_says(self) -> None:
+        """Wait (bounded) until the says sent before are answered: a room event sent
+        from the loop keeps its place after them."""
         if not self.links.wait_idle(self.engine.timeout):
             raise Unavailable("Redis is slow: say batches still waiting")
+
+    def _append_now(self, batch: Sequence[Append]) -> list[Appended]:
+        """Append from the loop, after the says sent before are answered: one order."""
+        self._after_says()
         return self.engine.append(batch)
 
     def _went_down(self, exc: Exception) -> None:
@@ -196,9 +201,8 @@ class ClusterNode:
 
     def _append_for(self, room: Room, event: RoomEvent) -> Append:
         head = keys.envelope_head(event.to_wire())
+        # A Message never comes here: says go through say(), in batches.
         match event:
-            case Message():
-                return Append(room.name, head, "say", member=fold(event.nick), say_id=event.id)
             case Joined():
                 value = member_value(self.node, event.nick)
                 return Append(room.name, head, "join", member=fold(event.nick), value=value)
@@ -436,8 +440,7 @@ class ClusterNode:
             return keys.envelope_head(Left(room, nick, str(LeaveReason.TIMEOUT), now, 0).to_wire())
 
         def reap() -> list[Appended]:
-            if not self.links.wait_idle(self.engine.timeout):
-                raise Unavailable("Redis is slow: say batches still waiting")
+            self._after_says()
             return self.engine.reap(dead, make_leave)
 
         done = self.call(reap)

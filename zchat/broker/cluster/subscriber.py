@@ -19,9 +19,8 @@ from typing import Any
 
 import hiredis
 
+from zchat.broker.cluster.link import CHUNK, ready
 from zchat.broker.cluster.records import Unavailable
-
-_CHUNK = 256 * 1024
 
 
 class Subscriber:
@@ -105,7 +104,6 @@ class Subscriber:
         # sent whole or the connection is failing.
         data = hiredis.pack_command(command)
         try:
-            self._sock.setblocking(True)
             self._sock.settimeout(self._timeout)
             self._sock.sendall(data)
         except OSError as exc:
@@ -117,7 +115,7 @@ class Subscriber:
         """Feed the reader what the socket has now."""
         while True:
             try:
-                data = self._sock.recv(_CHUNK)
+                data = self._sock.recv(CHUNK)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -125,7 +123,7 @@ class Subscriber:
             if not data:
                 raise Unavailable(f"{self._where} closed the subscription")
             self._reader.feed(data)
-            if len(data) < _CHUNK:
+            if len(data) < CHUNK:
                 return
 
     def _parsed(self) -> Any:
@@ -145,12 +143,7 @@ class Subscriber:
 
     def _readable(self, deadline: float) -> bool:
         left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        # poll, not select: a broker with thousands of clients has descriptors past 1024.
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN)
-        return bool(poller.poll(left * 1000))
+        return left > 0 and ready(self._sock, select.POLLIN, left)
 
 
 def _kind(reply: Any) -> bytes | None:
