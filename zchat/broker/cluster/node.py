@@ -388,9 +388,11 @@ class ClusterNode:
             log.info("Redis is back")
             self.failed = False
             self.down_until = 0.0
-            # The other nodes' leases lapsed too while Redis was away: give them a
-            # whole lease to renew before any of them counts as dead.
-            self._next_reap = clock + self.engine.lease_ms / 1000
+            # The other nodes' leases lapsed too while Redis was away. Each probes once
+            # per RETRY_AFTER, and a probe may still find Redis starting up (loading,
+            # a cluster converging): a whole lease after two more probes, before any
+            # of them counts as dead (one lease alone let a busy machine reap a live node).
+            self._next_reap = clock + self.engine.lease_ms / 1000 + 2 * RETRY_AFTER
             self.relay.resubscribe(out)
         if renewal.epoch_changed:
             # Redis lost its data: every session here registers again, as after a
