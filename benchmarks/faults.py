@@ -74,6 +74,28 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def accept_backlog(port: int) -> int:
+    """The accept queue's length of the listener on ``port`` (rx_queue of a LISTEN row)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+def settled_fds(pid: int, endpoints: list[str], limit: int, timeout: float) -> int:
+    """The descriptor count once every closed peer was accepted (then it only falls)."""
+    ports = [int(endpoint.rsplit(":", 1)[1]) for endpoint in endpoints]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(accept_backlog(port) for port in ports) and open_fds(pid) <= limit:
+            break
+        time.sleep(0.1)
+    return open_fds(pid)
+
+
 #: What a broker logs once bound: the endpoints it really got (it binds port 0).
 LISTENING = re.compile(r"broker listening: router (\S+), pub (\S+),")
 ANY_PORT = "tcp://127.0.0.1:0"
@@ -646,10 +668,8 @@ def garbage(long: bool) -> dict[str, Any]:
                 before = (rss_mib(broker.pid), open_fds(broker.pid))
                 sent = _garbage(broker.router, count, mechanism, 1)
                 sent += _garbage(broker.pub, count // 4, mechanism, 2)
-                deadline = time.monotonic() + 10
-                while open_fds(broker.pid) > before[1] + 5 and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                after = (rss_mib(broker.pid), open_fds(broker.pid))
+                fds = settled_fds(broker.pid, [broker.router, broker.pub], before[1] + 5, 10)
+                after = (rss_mib(broker.pid), fds)
                 alive = broker.popen.poll() is None
                 ok = asyncio.run(_one_client(broker, secret if name == "curve" else None))
             out[name] = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from pathlib import Path
 
 
@@ -35,3 +36,33 @@ def rss_mib(pid: int) -> float:
 def open_fds(pid: int) -> int:
     """How many file descriptors process ``pid`` has open (Linux /proc)."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def accept_backlog(port: int) -> int:
+    """Connections waiting in the accept queue of the listener on ``port`` (Linux /proc).
+
+    For a listening socket the kernel shows the accept queue's length as rx_queue.
+    """
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+def settled_fds(pid: int, endpoints: list[str], limit: int, timeout: float) -> int:
+    """``pid``'s descriptor count once closed peers are accepted and hung up on.
+
+    A peer that connected and closed before the process accepted it still costs a
+    descriptor later, when it is accepted: so the count is read only once the accept
+    queues are empty, and then it can only fall.
+    """
+    ports = [int(endpoint.rsplit(":", 1)[1]) for endpoint in endpoints]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(accept_backlog(port) for port in ports) and open_fds(pid) <= limit:
+            break
+        time.sleep(0.05)
+    return open_fds(pid)

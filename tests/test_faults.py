@@ -24,7 +24,7 @@ import pytest
 import zmq
 from conftest import ANY_PORT, BrokerThread, ZchatProcess
 from helpers import HEARTBEAT, start_broker, until
-from measure import open_fds, rss_mib, spread
+from measure import open_fds, rss_mib, settled_fds, spread
 
 from zchat import Client, ClientEvent, Joined, Left, Message
 from zchat.broker.adapter import Broker
@@ -386,10 +386,8 @@ async def test_random_bytes_connections_do_not_hurt_the_broker(
         sent = hostile_connections(router, 200, b"NULL", 1)
         sent += hostile_connections(pub, 50, b"NULL", 2)
         stats = probe.stats()
-        deadline = time.monotonic() + 10
-        while open_fds(pid) > fds_before + 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        rss_after, fds_after = rss_mib(pid), open_fds(pid)
+        fds_after = settled_fds(pid, [router, pub], fds_before + 5, timeout=10)
+        rss_after = rss_mib(pid)
     finally:
         probe.close()
     async with Client("after", router=router, pub=pub) as client:
