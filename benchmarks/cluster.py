@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from benchmarks.common import MP, BenchError, cpu_seconds, percentile
+from benchmarks.common import MP, BenchError, cpu_seconds, percentile, run_seconds
 from benchmarks.peers import ServerProcess, free_port
 from zchat.protocol.commands import Hello, Ping, Say, to_wire
 from zchat.protocol.wire import pack, room_topic
@@ -378,10 +378,16 @@ def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
         _expect(send_conn)
         probe_proc, probe_conn = _spawn(stall_probe, seconds)
         _expect(probe_conn)
+        # The path's processes (the sender and receiver are the same on both paths).
+        path = {"broker": started[0].pid}
+        if started.redis is not None:
+            path = {"node A": started[0].pid, "Redis": started.redis.pid, "node B": started[1].pid}
+        before = {name: run_seconds(pid) for name, pid in path.items()}
         probe_conn.send("go")
         send_conn.send("go")
         _expect(send_conn, 120)
         rtts = sorted(_expect(recv_conn, 120))
+        used = {name: run_seconds(pid) - before[name] for name, pid in path.items()}
         windows = _expect(probe_conn, 120)
         for proc in (recv_proc, send_proc, probe_proc):
             proc.join(10)
@@ -392,6 +398,7 @@ def round_trip(clustered: bool, rate: float, seconds: float) -> dict[str, Any]:
         "p50_ms": percentile(rtts, 50),
         "p99_ms": percentile(rtts, 99),
         "slow_windows": windows,
+        "cpu_us_per_msg": {name: seconds * 1e6 / count for name, seconds in used.items()},
     }
 
 
@@ -451,7 +458,9 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| round trip at 1,000 msg/s, {what} | p50 {r['p50_ms']:.2f} ms, "
             f"p99 {r['p99_ms']:.2f} ms ({r['received']}/{r['sent']}; "
-            f"slow windows {r['slow_windows']}) |"
+            f"slow windows {r['slow_windows']}; CPU per message: "
+            + ", ".join(f"{name} {us:.0f} us" for name, us in r["cpu_us_per_msg"].items())
+            + ") |"
         )
     if True in rt and False in rt and rt[False]["p99_ms"] > 0:
         ratio = rt[True]["p99_ms"] / rt[False]["p99_ms"]

@@ -323,13 +323,18 @@ def cluster_markdown(results: dict[str, Any]) -> list[str]:
         "",
         "### Cluster mode: nodes on one Redis beside one broker",
         "",
-        "| measurement | value | CPU per process, cores (median) |",
+        "| measurement | value | CPU per process (median): cores, or us per message |",
         "|---|---|---|",
     ]
 
     def cpu(entry: dict[str, Any]) -> str:
         shares = entry.get("cpu_per_s", {})
         return ", ".join(f"{name} {_fmt(v['median'])}" for name, v in shares.items()) or "-"
+
+    def per_message(entry: dict[str, Any]) -> str:
+        # The round trip's processes: microseconds of CPU per message, not cores.
+        used = entry.get("cpu_us_per_msg", {})
+        return ", ".join(f"{name} {v['median']:.0f} us/msg" for name, v in used.items()) or "-"
 
     single = cl.get("single", {}).get("1")
     if single:
@@ -357,7 +362,7 @@ def cluster_markdown(results: dict[str, Any]) -> list[str]:
                 f"| round trip at {int(rate):,} msg/s, {what}, ms | p50 "
                 f"{_span(entry.get('p50_ms'))}, p99 {_span(entry.get('p99_ms'))} "
                 f"({entry.get('received', 0):,}/{entry.get('sent', 0):,} received; "
-                f"slow windows per run: {_windows(entry)}) | |"
+                f"slow windows per run: {_windows(entry)}) | {per_message(entry)} |"
             )
     for pct in ("p50_ms", "p99_ms"):
         for rate, ratio in ratios.get(f"cluster_rtt_{pct}_vs_single", {}).items():

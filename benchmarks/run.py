@@ -395,9 +395,10 @@ def _cluster_entry(entry: dict[str, Any], good: list[dict[str, Any]]) -> dict[st
     for key in ("msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"):
         if good and all(key in r for r in good):
             entry[key] = summary([r[key] for r in good])
-    cpu = [r["cpu_per_s"] for r in good if "cpu_per_s" in r]
-    if cpu:
-        entry["cpu_per_s"] = {name: summary([c[name] for c in cpu]) for name in cpu[0]}
+    for key in ("cpu_per_s", "cpu_us_per_msg"):
+        cpu = [r[key] for r in good if key in r]
+        if cpu:
+            entry[key] = {name: summary([c[name] for c in cpu]) for name in cpu[0]}
     if good and "received" in good[0]:
         entry["received"] = sum(r["received"] for r in good)
         entry["sent"] = sum(r["sent"] for r in good)
