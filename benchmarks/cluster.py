@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -420,52 +419,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"at {w.start:6.2f} s: {w.length_ms:4.0f} ms, worst piece {w.worst:.1f}x median")
         print(f"{len(found)} slow windows in {args.windows:g} s")
         return 0
-    if shutil.which("redis-server") is None:
-        print("redis-server is not installed: nothing to measure")
-        return 0
-    n = 2_000 if args.quick else 30_000
-    seconds = 2.0 if args.quick else 10.0
-    uptime = _uptime()
-    print(f"uptime at start: {uptime}")
-    results: dict[str, Any] = {"uptime": uptime, "quick": args.quick}
-    results["inbound"] = [inbound(1, n, with_redis=False)] + [inbound(k, n) for k in (1, 2, 3)]
-    results["deliveries"] = [deliveries(k, n // 10) for k in (10, 100)]
-    results["round_trip"] = [round_trip(False, 1000, seconds), round_trip(True, 1000, seconds)]
-    print(table(results))
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=2))
-    return 0
+    # The suite's one repetition, as the full run measures and reports it (run.py
+    # imports this module, hence here).
+    from benchmarks import report, run
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-cluster-")) / "cluster.json"
+    forwarded = ["--only", "cluster", "--reps", "1", "--no-docs", "--out", str(out)]
+    status = run.main(forwarded + (["--quick"] if args.quick else []))
+    print("\n".join(report.cluster_markdown(json.loads(out.read_text()))))
+    return status
 
 
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-
-
-def table(results: dict[str, Any]) -> str:
-    lines = ["| measurement | value |", "|---|---|"]
-    for r in results["inbound"]:
-        what = f"{r['nodes']} node(s), cluster" if r["redis"] else "1 broker, no Redis"
-        cpu = ", ".join(f"{c:.0%}" for c in r["broker_cpu_per_s"])
-        lines.append(f"| inbound, {what} | {r['msgs_per_s']:,.0f} msg/s (broker CPU {cpu}) |")
-    for r in results["deliveries"]:
-        lines.append(
-            f"| deliveries, {r['subscribers']} subscribers over 3 nodes | "
-            f"{r['deliveries_per_s']:,.0f}/s ({r['delivered']}/{r['expected']} delivered) |"
-        )
-    rt = {r["cluster"]: r for r in results["round_trip"]}
-    for clustered, r in rt.items():
-        what = "cluster (A to B)" if clustered else "single broker"
-        lines.append(
-            f"| round trip at 1,000 msg/s, {what} | p50 {r['p50_ms']:.2f} ms, "
-            f"p99 {r['p99_ms']:.2f} ms ({r['received']}/{r['sent']}; "
-            f"slow windows {r['slow_windows']}; CPU per message: "
-            + ", ".join(f"{name} {us:.0f} us" for name, us in r["cpu_us_per_msg"].items())
-            + ") |"
-        )
-    if True in rt and False in rt and rt[False]["p99_ms"] > 0:
-        ratio = rt[True]["p99_ms"] / rt[False]["p99_ms"]
-        lines.append(f"| p99 ratio cluster / single | {ratio:.2f}x |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,8 @@ def print_summary(results: dict[str, Any], console: Console) -> None:
         met = {True: "[green]yes", False: "[red]no", None: "-"}[t["met"]]
         table.add_row(t["target"], t["goal"], _fmt(t["median"]), met)
     console.print(table)
+    if not results["fanout"]:
+        return  # a run of other suites (--only)
     fan = Table(title="fan-out deliveries/s")
     fan.add_column("system")
     subs = sorted({int(k) for v in results["fanout"].values() for k in v})

@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         "--docs",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="write plots and the table into docs/ (default: yes unless --quick)",
+        help="write plots and the table into docs/ (default: yes unless --quick or --only)",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -460,8 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     if reps < 1:
         parser.error("--reps must be at least 1")
     suites = set(args.only or ("fanout", "latency", "scale", "faults", "cluster"))
-    out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
-    docs = (not args.quick) if args.docs is None else args.docs
+    if args.docs and args.only:
+        # The docs' results block is written whole from one run's results.
+        parser.error("--docs needs every suite: it rewrites the whole results block")
+    # latest.json holds the full run the docs' table was written from: a partial run
+    # goes elsewhere.
+    default = "quick.json" if args.quick else "latest.json"
+    if args.only and not args.quick:
+        default = "only-" + "-".join(sorted(suites)) + ".json"
+    out = args.out or RESULTS / default
+    docs = (not args.quick and not args.only) if args.docs is None else args.docs
     console = Console(stderr=True)
     notes: list[str] = []
     todo = tasks(plan, suites, notes)
