@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import redis
 import zmq
-from redis_servers import RedisCluster, RedisProcess, Server, flush
+from redis_servers import RedisCluster, RedisProcess, Server, fresh
 
 from zchat.broker.adapter import Broker
 from zchat.broker.cluster.engine import Engine, connect
@@ -301,7 +301,7 @@ def server(
 @pytest.fixture
 def make_engine(server: Server) -> Iterator[Callable[..., Engine]]:
     """Cluster engines (node ids given) on an emptied ``server``; closed afterwards."""
-    flush(server)
+    fresh(server)
     made: list[Engine] = []
 
     def make(node: str, **options: Any) -> Engine:

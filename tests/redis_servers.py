@@ -90,6 +90,19 @@ class RedisProcess:
             self.proc.wait()
             self.proc = None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ensure_up(self) -> None:
+        """Running and not stopped, as a test that killed or paused it and failed
+        before bringing it back may have left it."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+        else:
+            self.start(self.port)
+
     def restart(self) -> None:
         """Kill -9 and start again on the same port (the append-only file brings the data back)."""
         self.kill()
@@ -175,6 +188,12 @@ class RedisCluster:
             node.start(node.port)
         self._wait_ok()
 
+    def ensure_up(self) -> None:
+        if all(node.running for node in self.nodes):
+            self.resume()
+        else:
+            self.restart()
+
 
 def _dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
@@ -182,6 +201,12 @@ def _dir(path: Path) -> Path:
 
 
 Server = RedisProcess | RedisCluster
+
+
+def fresh(server: Server) -> None:
+    """``server`` ready for the next test: up (whatever a failed test left) and empty."""
+    server.ensure_up()
+    flush(server)
 
 
 def flush(server: Server) -> None:

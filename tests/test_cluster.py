@@ -14,7 +14,7 @@ import pytest
 import zmq
 from conftest import ANY_PORT, BrokerThread, ZchatProcess
 from helpers import HEARTBEAT, client_for, collect_until, start_broker, wait_for
-from redis_servers import Server, flush, needs_redis
+from redis_servers import Server, fresh, needs_redis
 
 from zchat import Client
 from zchat.broker.adapter import Broker
@@ -31,7 +31,7 @@ pytestmark = needs_redis
 
 @pytest.fixture
 def redis_url(server: Server) -> str:
-    flush(server)
+    fresh(server)
     return server.url
 
 
