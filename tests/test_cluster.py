@@ -4,6 +4,7 @@ Skipped only where redis-server is not installed."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,13 @@ from zchat.protocol.events import DirectMessage, ErrorReply, Joined, Left, Messa
 from zchat.protocol.wire import pack
 
 pytestmark = needs_redis
+
+
+@pytest.fixture(autouse=True)
+def _node_story(caplog: pytest.LogCaptureFixture) -> None:
+    # A failed test shows what the nodes did (Redis back, a node found dead, its
+    # leaves published), not only their warnings.
+    caplog.set_level(logging.INFO, logger="zchat.broker.cluster")
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ class ClusterNode:
 
     def _went_down(self, exc: Exception) -> None:
         if not self.failed:
-            log.warning("Redis unavailable: %s", exc)
+            log.warning("node %s: Redis unavailable: %s", self.node, exc)
         self.failed = True
         self.down_until = self._clock() + RETRY_AFTER
 
@@ -385,7 +385,7 @@ class ClusterNode:
         clock = self._clock()
         now = time.time()
         if self.failed:
-            log.info("Redis is back")
+            log.info("node %s: Redis is back", self.node)
             self.failed = False
             self.down_until = 0.0
             # The other nodes' leases lapsed too while Redis was away. Each probes once
@@ -405,7 +405,8 @@ class ClusterNode:
             # Or another node cleaned up after this one (its lease had lapsed): its
             # sessions' nicks were freed, so they register again too.
             log.warning(
-                "%s: dropping every session",
+                "node %s: %s: dropping every session",
+                self.node,
                 "new epoch" if renewal.epoch_changed else "another node cleaned up after us",
             )
             self.store.epoch = self.engine.epoch
@@ -413,7 +414,9 @@ class ClusterNode:
             self.relay.last.clear()
             return
         if renewal.lapsed:
-            log.warning("this node's lease had lapsed; renewed before anyone cleaned up")
+            log.warning(
+                "node %s: its lease had lapsed; renewed before anyone cleaned up", self.node
+            )
         if clock >= self._next_reap:
             self._next_reap = clock + self._reap_every
             try:
@@ -447,7 +450,9 @@ class ClusterNode:
 
         done = self.call(reap)
         if done:
-            log.info("node %s is gone: %d leaves published for it", dead, len(done))
+            log.info(
+                "node %s: node %s is gone: %d leaves published for it", self.node, dead, len(done)
+            )
 
     def close(self) -> None:
         """After the core's farewells: leave the cluster cleanly (nothing to reap)."""
