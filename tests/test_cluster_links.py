@@ -18,11 +18,14 @@ from redis_servers import RedisProcess, needs_redis
 from redis_servers import Server as RedisServer
 from test_cluster_engine import say
 
+from zchat.broker.cluster import keys
 from zchat.broker.cluster.engine import Engine
 from zchat.broker.cluster.link import READ, WRITE, Link, Replies, Server, server_of
 from zchat.broker.cluster.links import Links, Renewed, SaysDone
+from zchat.broker.cluster.node import ClusterNode
 from zchat.broker.cluster.records import Unavailable
 from zchat.broker.shared import Said
+from zchat.errors import ProtocolError
 
 pytestmark = needs_redis
 
@@ -216,6 +219,33 @@ def test_a_stopped_redis_refuses_the_waiting_says_and_the_links_recover(
     assert after.failure is None
     assert after.outcomes[0].seq == 2
     links.close()
+
+
+def test_a_failing_node_renews_its_lease_before_it_runs_out(
+    make_engine: Callable[..., Engine],
+) -> None:
+    """While a node's other calls fail (its subscription, say), its renewal still goes
+    out every third of a short lease: held back for the second of refusal after each
+    failure, the lease would lapse between probes and another node would clean up
+    after a live one."""
+    clock = Clock()
+    node = ClusterNode(make_engine("a", lease=1.5), history=10, clock=clock)
+
+    def broken() -> None:
+        raise Unavailable("the subscription failed")
+
+    with pytest.raises(ProtocolError):
+        node.call(broken)
+    assert node.failed
+    clock.now += 0.5  # a third of the lease: the refusal (RETRY_AFTER) has not ended
+    assert clock.now < node.down_until
+    node.tick(time.time())
+    assert node.links.busy, "no renewal went out while the node refused"
+    assert node.links.wait_idle(5)
+    node.ready({})
+    assert not node.failed
+    assert 0 < node.engine.client.pttl(keys.node_lease("a")) <= 1500
+    node.close()
 
 
 @pytest.mark.parametrize("url", ["unix:///tmp/zchat-redis.sock", "rediss://127.0.0.1:6380/0"])

@@ -106,6 +106,8 @@ class ClusterNode:
         self._renew_every = lease / 3
         self._reap_every = lease / 2
         self._next_renew = self._next_reap = clock()
+        #: When the last renewal was sent.
+        self._probed = self._next_renew
         # A node restarted under the same id: what its last run left is cleaned up now.
         self._reap(self.node)
 
@@ -364,12 +366,22 @@ class ClusterNode:
         return out
 
     def tick(self, now: float) -> list[Output]:
-        """Send a lease renewal when one is due: every third of the
-        lease, or once per RETRY_AFTER while Redis is failing (the probe)."""
+        """Send a lease renewal when one is due: every third of the lease, and while
+        Redis is failing at least once per RETRY_AFTER (the probe).
+
+        The renewal is not held back by the refusal after a failure (``up``): a node
+        whose other calls keep failing (its subscription, say) must still renew its
+        lease whenever Redis answers, or with a lease under about 1.5 s (heartbeat
+        under 0.5 s) it would lapse between probes and be cleaned up after while alive.
+        """
         clock = self._clock()
-        due = self.up if self.failed else clock >= self._next_renew
+        if self.failed:
+            due = clock >= self._probed + min(self._renew_every, RETRY_AFTER)
+        else:
+            due = clock >= self._next_renew
         if due and not self._renewing:
             self._next_renew = clock + self._renew_every
+            self._probed = clock
             self._renewing = True
             self.links.renew()
         return []
