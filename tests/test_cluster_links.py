@@ -234,18 +234,20 @@ def test_a_failing_node_renews_its_lease_before_it_runs_out(
     def broken() -> None:
         raise Unavailable("the subscription failed")
 
-    with pytest.raises(ProtocolError):
-        node.call(broken)
-    assert node.failed
-    clock.now += 0.5  # a third of the lease: the refusal (RETRY_AFTER) has not ended
-    assert clock.now < node.down_until
-    node.tick(time.time())
-    assert node.links.busy, "no renewal went out while the node refused"
-    assert node.links.wait_idle(5)
-    node.ready({})
-    assert not node.failed
-    assert 0 < node.engine.client.pttl(keys.node_lease("a")) <= 1500
-    node.close()
+    try:
+        with pytest.raises(ProtocolError):
+            node.call(broken)
+        assert node.failed
+        clock.now += 0.5  # a third of the lease: the refusal (RETRY_AFTER) has not ended
+        assert clock.now < node.down_until
+        node.tick(time.time())
+        assert node.links.busy, "no renewal went out while the node refused"
+        assert node.links.wait_idle(5)
+        node.ready({})
+        assert not node.failed
+        assert 0 < node.engine.client.pttl(keys.node_lease("a")) <= 1500
+    finally:
+        node.close()
 
 
 @pytest.mark.parametrize("url", ["unix:///tmp/zchat-redis.sock", "rediss://127.0.0.1:6380/0"])

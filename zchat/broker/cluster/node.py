@@ -14,6 +14,7 @@ without touching Redis, until a renewal gets through (docs/cluster.md).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -104,10 +105,12 @@ class ClusterNode:
         self.failed = False
         lease = engine.lease_ms / 1000
         self._renew_every = lease / 3
+        #: While Redis fails: at least once per RETRY_AFTER, and within the lease.
+        self._probe_every = min(self._renew_every, RETRY_AFTER)
         self._reap_every = lease / 2
-        self._next_renew = self._next_reap = clock()
-        #: When the last renewal was sent.
-        self._probed = self._next_renew
+        self._next_reap = clock()
+        #: When the loop last sent a renewal (never yet: its first tick sends one).
+        self._renewed_at = -math.inf
         # A node restarted under the same id: what its last run left is cleaned up now.
         self._reap(self.node)
 
@@ -375,13 +378,9 @@ class ClusterNode:
         under 0.5 s) it would lapse between probes and be cleaned up after while alive.
         """
         clock = self._clock()
-        if self.failed:
-            due = clock >= self._probed + min(self._renew_every, RETRY_AFTER)
-        else:
-            due = clock >= self._next_renew
-        if due and not self._renewing:
-            self._next_renew = clock + self._renew_every
-            self._probed = clock
+        every = self._probe_every if self.failed else self._renew_every
+        if clock >= self._renewed_at + every and not self._renewing:
+            self._renewed_at = clock
             self._renewing = True
             self.links.renew()
         return []
